@@ -1,0 +1,432 @@
+package subflow
+
+import (
+	"net/netip"
+
+	"github.com/umptcp/umptcp/option"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Layer is the option-rewriting link endpoint: it wraps the link of one NIC
+// and adds or reads the MPTCP options of the segments of known subflows.
+// Segments of other connections pass untouched, so plain gVisor TCP works on
+// the same stack.
+type Layer struct {
+	nested.Endpoint
+	reg *Registry
+}
+
+var _ stack.LinkEndpoint = (*Layer)(nil)
+var _ stack.NetworkDispatcher = (*Layer)(nil)
+
+// NewLayer wraps child, a network-layer link (TUN, emulated pipe, channel).
+func NewLayer(child stack.LinkEndpoint, reg *Registry) *Layer {
+	l := &Layer{reg: reg}
+	l.Endpoint.Init(child, l)
+	return l
+}
+
+// Capabilities hides transmit checksum offload: the layer derives the
+// payload's checksum from the TCP checksum gVisor computed, so gVisor has to
+// compute it.
+func (l *Layer) Capabilities() stack.LinkEndpointCapabilities {
+	return l.Endpoint.Capabilities() &^ stack.CapabilityTXChecksumOffload
+}
+
+// GSOMaxSize is 0: one DSS mapping per segment for now.
+func (l *Layer) GSOMaxSize() uint32 { return 0 }
+
+// SupportedGSO reports no GSO, see GSOMaxSize.
+func (l *Layer) SupportedGSO() stack.SupportedGSO { return stack.GSONotSupported }
+
+// segment is a parsed view of an IPv4/IPv6 TCP packet's headers.
+type segment struct {
+	v6         bool
+	ip         []byte
+	tcp        header.TCP
+	src, dst   netip.Addr
+	payloadLen int
+}
+
+func parseHeaders(ip []byte, v6 bool, tcp []byte, payloadLen int) (segment, bool) {
+	s := segment{v6: v6, ip: ip, tcp: header.TCP(tcp), payloadLen: payloadLen}
+	if len(tcp) < header.TCPMinimumSize {
+		return s, false
+	}
+	if v6 {
+		if len(ip) < header.IPv6MinimumSize {
+			return s, false
+		}
+		s.src = netip.AddrFrom16([16]byte(ip[8:24]))
+		s.dst = netip.AddrFrom16([16]byte(ip[24:40]))
+	} else {
+		if len(ip) < header.IPv4MinimumSize {
+			return s, false
+		}
+		s.src = netip.AddrFrom4([4]byte(ip[12:16]))
+		s.dst = netip.AddrFrom4([4]byte(ip[16:20]))
+	}
+	return s, true
+}
+
+func (s *segment) pseudo(tcpLen int) uint16 {
+	return header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpip.AddrFromSlice(s.src.AsSlice()), tcpip.AddrFromSlice(s.dst.AsSlice()), uint16(tcpLen))
+}
+
+// payloadSum derives the one's-complement sum of the payload from the TCP
+// checksum: checksum = ~(pseudo + header + payload), and summing the header
+// with its checksum field in place gives -(pseudo + payload)... so the
+// payload's sum is ~(pseudo + sum(header)). No payload byte is read.
+func (s *segment) payloadSum() uint16 {
+	p := s.pseudo(len(s.tcp) + s.payloadLen)
+	return ^checksum.Combine(p, checksum.Checksum(s.tcp, 0))
+}
+
+// WritePackets decorates the segments of known subflows with their MPTCP
+// options and writes everything to the child link.
+func (l *Layer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	var out stack.PacketBufferList
+	var made [16]*stack.PacketBuffer
+	extra := made[:0]
+	for _, pkt := range pkts.AsSlice() {
+		if np := l.rewriteOut(pkt); np != nil {
+			out.PushBack(np)
+			extra = append(extra, np)
+			continue
+		}
+		out.PushBack(pkt)
+	}
+	n, err := l.Child().WritePackets(out)
+	for _, p := range extra {
+		p.DecRef()
+	}
+	return n, err
+}
+
+func (l *Layer) rewriteOut(pkt *stack.PacketBuffer) *stack.PacketBuffer {
+	if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
+		return nil
+	}
+	seg, ok := parseHeaders(pkt.NetworkHeader().Slice(), pkt.NetworkProtocolNumber == header.IPv6ProtocolNumber,
+		pkt.TransportHeader().Slice(), pkt.Data().Size())
+	if !ok {
+		return nil
+	}
+	t := Tuple{Local: netip.AddrPortFrom(seg.src, seg.tcp.SourcePort()), Remote: netip.AddrPortFrom(seg.dst, seg.tcp.DestinationPort())}
+	sf := l.reg.lookup(t)
+	if sf == nil {
+		f := seg.tcp.Flags()
+		if !f.Contains(header.TCPFlagSyn) || f.Contains(header.TCPFlagAck) {
+			return nil
+		}
+		if sf = l.reg.claimDial(t); sf == nil {
+			return nil
+		}
+	}
+	sf.out.Store(l)
+	var mpBuf [maxTCPOptions]byte
+	mp := sf.outbound(seg.tcp, seg.payloadLen, seg.payloadSum(), mpBuf[:0])
+	if len(mp) == 0 {
+		return nil
+	}
+	var hdrBuf [header.TCPMinimumSize + maxTCPOptions]byte
+	newTCP, trimmed := buildTCPHeader(hdrBuf[:0], seg.tcp, mp)
+	if trimmed {
+		sf.mu.Lock()
+		sf.counters.SACKBlocksTrimmed++
+		sf.mu.Unlock()
+	}
+	return l.repack(pkt, &seg, newTCP)
+}
+
+// repack builds the packet again with a new TCP header; the payload is
+// shared, not copied. The TCP checksum is adjusted from the old one.
+func (l *Layer) repack(pkt *stack.PacketBuffer, seg *segment, newTCP header.TCP) *stack.PacketBuffer {
+	payloadSum := seg.payloadSum()
+	newTCP.SetChecksum(0)
+	sum := checksum.Combine(seg.pseudo(len(newTCP)+seg.payloadLen), checksum.Checksum(newTCP, 0))
+	newTCP.SetChecksum(^checksum.Combine(sum, payloadSum))
+
+	linkHdr := pkt.LinkHeader().Slice()
+	np := stack.NewPacketBuffer(stack.PacketBufferOptions{
+		ReserveHeaderBytes: int(l.MaxHeaderLength()) + len(seg.ip) + len(newTCP),
+		Payload:            pkt.Data().ToBuffer(),
+	})
+	copy(np.TransportHeader().Push(len(newTCP)), newTCP)
+	ip := np.NetworkHeader().Push(len(seg.ip))
+	copy(ip, seg.ip)
+	fixIPLength(ip, seg.v6, len(seg.ip)+len(newTCP)+seg.payloadLen)
+	if len(linkHdr) > 0 {
+		copy(np.LinkHeader().Push(len(linkHdr)), linkHdr)
+	}
+	np.NetworkProtocolNumber = pkt.NetworkProtocolNumber
+	np.TransportProtocolNumber = pkt.TransportProtocolNumber
+	np.EgressRoute = pkt.EgressRoute
+	np.GSOOptions = pkt.GSOOptions
+	np.Hash = pkt.Hash
+	np.Owner = pkt.Owner
+	np.PktType = pkt.PktType
+	np.NICID = pkt.NICID
+	return np
+}
+
+func fixIPLength(ip []byte, v6 bool, total int) {
+	if v6 {
+		header.IPv6(ip).SetPayloadLength(uint16(total - header.IPv6MinimumSize))
+		return
+	}
+	h := header.IPv4(ip)
+	h.SetTotalLength(uint16(total))
+	h.SetChecksum(0)
+	h.SetChecksum(^h.CalculateChecksum())
+}
+
+// buildTCPHeader appends to dst the fixed header of old, its options and
+// the MPTCP option mp, padded with NOPs. When the 40 bytes of option space
+// do not hold both, SACK blocks are dropped from the end (never timestamps:
+// a connection that negotiated them must keep them). It reports whether
+// SACK blocks were dropped.
+func buildTCPHeader(dst []byte, old header.TCP, mp []byte) (header.TCP, bool) {
+	dst = append(dst, old[:header.TCPMinimumSize]...)
+	opts := old.Options()
+	room := maxTCPOptions - len(mp)
+	trimmed := false
+	if optsLen(opts) <= room {
+		dst = append(dst, opts...)
+	} else {
+		trimmed = true
+		dst = appendOptionsTrimmed(dst, opts, room)
+	}
+	dst = append(dst, mp...)
+	for (len(dst)-header.TCPMinimumSize)%4 != 0 {
+		dst = append(dst, header.TCPOptionNOP)
+	}
+	h := header.TCP(dst)
+	h.SetDataOffset(uint8(len(dst)))
+	return h, trimmed
+}
+
+// optsLen is the length of opts without trailing EOL padding.
+func optsLen(opts []byte) int {
+	n := len(opts)
+	for n > 0 && opts[n-1] == header.TCPOptionEOL {
+		n--
+	}
+	return n
+}
+
+// appendOptionsTrimmed copies opts except SACK blocks, then as many SACK
+// blocks as fit into room bytes in total.
+func appendOptionsTrimmed(dst []byte, opts []byte, room int) []byte {
+	start := len(dst)
+	var sack []byte
+	for i := 0; i < len(opts); {
+		k := opts[i]
+		if k == header.TCPOptionEOL {
+			break
+		}
+		if k == header.TCPOptionNOP {
+			i++
+			continue // NOPs are re-added as padding at the end
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			break
+		}
+		l := int(opts[i+1])
+		if k == header.TCPOptionSACK {
+			sack = opts[i : i+l]
+		} else if len(dst)-start+l <= room {
+			if k == header.TCPOptionTS {
+				dst = append(dst, header.TCPOptionNOP, header.TCPOptionNOP) // keep the usual alignment
+			}
+			dst = append(dst, opts[i:i+l]...)
+		}
+		i += l
+	}
+	if len(sack) >= 10 {
+		free := room - (len(dst) - start)
+		blocks := (free - 2) / 8
+		if have := (len(sack) - 2) / 8; blocks > have {
+			blocks = have
+		}
+		if blocks > 0 {
+			dst = append(dst, header.TCPOptionSACK, byte(2+8*blocks))
+			dst = append(dst, sack[2:2+8*blocks]...)
+		}
+	}
+	if len(dst)-start > room { // alignment NOPs overflowed: drop them
+		dst = dst[:start]
+		return appendOptionsTrimmedNoPad(dst, opts, room)
+	}
+	return dst
+}
+
+func appendOptionsTrimmedNoPad(dst []byte, opts []byte, room int) []byte {
+	start := len(dst)
+	for i := 0; i < len(opts); {
+		k := opts[i]
+		if k == header.TCPOptionEOL {
+			break
+		}
+		if k == header.TCPOptionNOP {
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			break
+		}
+		l := int(opts[i+1])
+		if k != header.TCPOptionSACK && len(dst)-start+l <= room {
+			dst = append(dst, opts[i:i+l]...)
+		}
+		i += l
+	}
+	return dst
+}
+
+// DeliverNetworkPacket reads the MPTCP options of inbound segments before
+// gVisor sees them.
+func (l *Layer) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	if np := l.inspectIn(proto, pkt); np != nil {
+		l.Endpoint.DeliverNetworkPacket(proto, np)
+		np.DecRef()
+		return
+	}
+	l.Endpoint.DeliverNetworkPacket(proto, pkt)
+}
+
+func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) *stack.PacketBuffer {
+	data := pkt.Data()
+	total := data.Size()
+	var ipLen int
+	v6 := proto == header.IPv6ProtocolNumber
+	switch proto {
+	case header.IPv4ProtocolNumber:
+		b, ok := data.PullUp(header.IPv4MinimumSize)
+		if !ok {
+			return nil
+		}
+		h := header.IPv4(b)
+		if h.Protocol() != uint8(header.TCPProtocolNumber) || h.More() || h.FragmentOffset() != 0 {
+			return nil
+		}
+		ipLen = int(h.HeaderLength())
+		if t := int(h.TotalLength()); t < total {
+			total = t
+		}
+	case header.IPv6ProtocolNumber:
+		b, ok := data.PullUp(header.IPv6MinimumSize)
+		if !ok || header.IPv6(b).NextHeader() != uint8(header.TCPProtocolNumber) {
+			return nil
+		}
+		ipLen = header.IPv6MinimumSize
+		if t := ipLen + int(header.IPv6(b).PayloadLength()); t < total {
+			total = t
+		}
+	default:
+		return nil
+	}
+	b, ok := data.PullUp(ipLen + header.TCPMinimumSize)
+	if !ok {
+		return nil
+	}
+	tcpLen := int(header.TCP(b[ipLen:]).DataOffset())
+	if tcpLen < header.TCPMinimumSize || ipLen+tcpLen > total {
+		return nil
+	}
+	if b, ok = data.PullUp(ipLen + tcpLen); !ok {
+		return nil
+	}
+	seg, ok := parseHeaders(b[:ipLen], v6, b[ipLen:ipLen+tcpLen], total-ipLen-tcpLen)
+	if !ok {
+		return nil
+	}
+	var set option.Set
+	perr := option.ParseTCPOptions(seg.tcp.Options(), &set)
+	t := Tuple{Local: netip.AddrPortFrom(seg.dst, seg.tcp.DestinationPort()), Remote: netip.AddrPortFrom(seg.src, seg.tcp.SourcePort())}
+	sf := l.reg.lookup(t)
+	flags := seg.tcp.Flags()
+	isSyn := flags.Contains(header.TCPFlagSyn) && !flags.Contains(header.TCPFlagAck)
+	if sf == nil && isSyn && perr == nil && set.Has(option.SubtypeMPCapable) &&
+		set.MPCapable.Form == option.MPCSyn && set.MPCapable.Version == 1 {
+		sf = l.reg.acceptSYN(t, set.MPCapable.Flags&option.FlagChecksum != 0)
+	}
+	if sf == nil {
+		return nil
+	}
+	sf.out.CompareAndSwap(nil, l)
+	sf.inbound(seg.tcp, seg.payloadLen, &set, perr)
+	if flags.Contains(header.TCPFlagSyn) && needsMSSClamp(seg.tcp.Options()) {
+		return clampMSS(pkt, ipLen, tcpLen, &seg)
+	}
+	return nil
+}
+
+// mptcpOverhead is the most an MPTCP option adds to a data segment: a DSS
+// with 8-byte DATA_ACK, 8-byte DSN and checksum.
+const mptcpOverhead = 28
+
+// needsMSSClamp: gVisor sizes segments as MSS minus the largest option area
+// it could send. With SACK on that is already the full 40 bytes; without
+// SACK it reserves only the timestamps, and the DSS would overflow the MTU.
+func needsMSSClamp(opts []byte) bool {
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case header.TCPOptionEOL:
+			return true
+		case header.TCPOptionNOP:
+			i++
+			continue
+		case header.TCPOptionSACKPermitted:
+			return false
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 {
+			return true
+		}
+		i += int(opts[i+1])
+	}
+	return true
+}
+
+// clampMSS returns a copy of a SYN or SYN-ACK whose MSS option is lowered by
+// the MPTCP overhead, with the TCP checksum fixed.
+func clampMSS(pkt *stack.PacketBuffer, ipLen, tcpLen int, seg *segment) *stack.PacketBuffer {
+	raw := pkt.Data().AsRange().ToSlice()
+	h := header.TCP(raw[ipLen : ipLen+tcpLen])
+	opts := h.Options()
+	for i := 0; i < len(opts); {
+		if opts[i] == header.TCPOptionEOL {
+			break
+		}
+		if opts[i] == header.TCPOptionNOP {
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			break
+		}
+		if opts[i] == header.TCPOptionMSS && opts[i+1] == 4 {
+			mss := uint16(opts[i+2])<<8 | uint16(opts[i+3])
+			if mss > 536+mptcpOverhead {
+				mss -= mptcpOverhead
+				opts[i+2], opts[i+3] = byte(mss>>8), byte(mss)
+				h.SetChecksum(0)
+				sum := checksum.Combine(seg.pseudo(len(raw)-ipLen), checksum.Checksum(raw[ipLen:], 0))
+				h.SetChecksum(^sum)
+			}
+			break
+		}
+		i += int(opts[i+1])
+	}
+	return stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(raw)})
+}
+
+func addr(ap netip.AddrPort) tcpip.Address {
+	a := ap.Addr().Unmap()
+	return tcpip.AddrFromSlice(a.AsSlice())
+}

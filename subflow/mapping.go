@@ -1,0 +1,163 @@
+package subflow
+
+// Subflow byte positions are kept as 64-bit offsets from the first data
+// byte (offset 0 is relative subflow sequence number 1, RFC 8684 §3.3.1), so
+// that a subflow can carry more than 4 GiB. The 32-bit numbers on the wire
+// are expanded against a nearby 64-bit reference.
+
+// expand returns the 64-bit value nearest to ref whose low 32 bits are v.
+func expand(ref uint64, v uint32) uint64 {
+	d := int64(int32(v - uint32(ref)))
+	if d < 0 && uint64(-d) > ref {
+		return uint64(v) // before the start: cannot go negative
+	}
+	return uint64(int64(ref) + d)
+}
+
+// expandDSN turns a 32-bit DSN or DATA_ACK into 64 bits near ref (§3.3.1:
+// a 4-octet value is the low 32 bits of the 64-bit one).
+func expandDSN(ref uint64, v uint32) uint64 {
+	return ref + uint64(int64(int32(v-uint32(ref))))
+}
+
+// txEntry maps subflow offsets [off, off+n) to DSNs [dsn, dsn+n).
+type txEntry struct {
+	off uint64
+	dsn uint64
+	n   uint64
+}
+
+// txMap is the send-side mapping table of one subflow: what the stack wrote
+// into the gVisor endpoint at which DSN. Entries that are contiguous in both
+// spaces are merged, so a single-subflow connection keeps one entry.
+type txMap struct {
+	e    []txEntry
+	head int
+}
+
+func (m *txMap) live() []txEntry { return m.e[m.head:] }
+
+// add records that n bytes at subflow offset off carry DSN dsn onwards.
+func (m *txMap) add(off, dsn, n uint64) {
+	if l := m.live(); len(l) > 0 {
+		last := &m.e[len(m.e)-1]
+		if last.off+last.n == off && last.dsn+last.n == dsn {
+			last.n += n
+			return
+		}
+	}
+	m.e = append(m.e, txEntry{off: off, dsn: dsn, n: n})
+}
+
+// truncate forgets every mapped byte at or beyond offset end (a write that
+// the endpoint accepted only in part).
+func (m *txMap) truncate(end uint64) {
+	for len(m.e) > m.head {
+		last := &m.e[len(m.e)-1]
+		switch {
+		case last.off >= end:
+			m.e = m.e[:len(m.e)-1]
+			continue
+		case last.off+last.n > end:
+			last.n = end - last.off
+		}
+		return
+	}
+}
+
+// lookup returns the DSN of subflow offset off and how many bytes from off
+// on are mapped contiguously.
+func (m *txMap) lookup(off uint64) (dsn, n uint64, ok bool) {
+	l := m.live()
+	for i := len(l) - 1; i >= 0; i-- {
+		e := l[i]
+		if off >= e.off && off < e.off+e.n {
+			return e.dsn + (off - e.off), e.off + e.n - off, true
+		}
+		if off >= e.off+e.n {
+			break
+		}
+	}
+	return 0, 0, false
+}
+
+// ackTo drops the mappings of bytes below offset una: the peer has them.
+func (m *txMap) ackTo(una uint64) {
+	for m.head < len(m.e) {
+		e := &m.e[m.head]
+		if e.off+e.n > una {
+			if e.off < una {
+				d := una - e.off
+				e.off += d
+				e.dsn += d
+				e.n -= d
+			}
+			break
+		}
+		m.head++
+	}
+	if m.head > 32 && m.head*2 > len(m.e) {
+		n := copy(m.e, m.e[m.head:])
+		m.e = m.e[:n]
+		m.head = 0
+	}
+}
+
+// Mapping is a receive-side DSS mapping: subflow offsets [Off, Off+Len)
+// carry DSNs [DSN, DSN+Len). Len counts data bytes only; a DATA_FIN in the
+// same option is reported separately.
+type Mapping struct {
+	Off         uint64
+	DSN         uint64
+	Len         uint32
+	WireLen     uint16 // data-level length as on the wire (includes DATA_FIN)
+	SSN         uint32 // relative subflow sequence number as on the wire
+	HasChecksum bool
+	Checksum    uint16
+}
+
+// rxMap keeps the peer's mappings, sorted by offset, until the reader has
+// consumed their bytes.
+type rxMap struct {
+	e []Mapping
+}
+
+// insert adds m unless a mapping with the same start is known already
+// (retransmitted segments repeat their mapping).
+func (r *rxMap) insert(m Mapping) {
+	i := len(r.e)
+	for i > 0 && r.e[i-1].Off > m.Off {
+		i--
+	}
+	if i > 0 && r.e[i-1].Off == m.Off {
+		if m.Len > r.e[i-1].Len { // a longer mapping of the same start supersedes
+			r.e[i-1] = m
+		}
+		return
+	}
+	r.e = append(r.e, Mapping{})
+	copy(r.e[i+1:], r.e[i:])
+	r.e[i] = m
+}
+
+// find returns the mapping covering offset off, dropping mappings that end
+// at or before off (the reader never goes back).
+func (r *rxMap) find(off uint64) (Mapping, bool) {
+	drop := 0
+	for drop < len(r.e) && r.e[drop].Off+uint64(r.e[drop].Len) <= off && !(r.e[drop].Len == 0 && r.e[drop].Off == off) {
+		drop++
+	}
+	if drop > 0 {
+		n := copy(r.e, r.e[drop:])
+		r.e = r.e[:n]
+	}
+	for _, m := range r.e {
+		if m.Off <= off && off < m.Off+uint64(m.Len) {
+			return m, true
+		}
+		if m.Off > off {
+			break
+		}
+	}
+	return Mapping{}, false
+}

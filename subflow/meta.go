@@ -1,0 +1,115 @@
+package subflow
+
+import (
+	"sync/atomic"
+)
+
+// Meta is the connection-level (data-level) state that every subflow of one
+// MPTCP connection reads when it writes options and updates when options
+// arrive. The stack owns the connection; the subflows only read the values
+// the stack publishes here and report what the peer said.
+//
+// All fields are atomics: they are read on the per-packet path of several
+// subflows and written by the stack's goroutines.
+type Meta struct {
+	localKey, remoteKey   uint64
+	localIDSN, remoteIDSN uint64
+	localToken            uint32
+	checksum              atomic.Bool // DSS checksums in use (§3.3.1), either side asked
+
+	canAck  atomic.Bool   // the remote IDSN is known: DATA_ACK may be sent
+	rcvNxt  atomic.Uint64 // the DATA_ACK we send: next DSN expected
+	sndUna  atomic.Uint64 // the highest DATA_ACK the peer sent
+	finSeq  atomic.Uint64 // our DATA_FIN's DSN + 1; 0 while we have not closed
+	peerFin atomic.Uint64 // the peer's DATA_FIN DSN + 1; 0 while not received
+
+	changed chan struct{} // poked when sndUna or peerFin advance
+}
+
+func newMeta(localKey uint64, token uint32, idsn uint64) *Meta {
+	m := &Meta{localKey: localKey, localToken: token, localIDSN: idsn, changed: make(chan struct{}, 1)}
+	m.sndUna.Store(idsn + 1)
+	return m
+}
+
+// setRemoteKey records the peer's key; from then on DATA_ACK can be sent.
+// It is called with the owning subflow's lock held, once.
+func (m *Meta) setRemoteKey(key uint64, idsn uint64) {
+	m.remoteKey = key
+	m.remoteIDSN = idsn
+	m.rcvNxt.Store(idsn + 1)
+	m.canAck.Store(true)
+}
+
+// LocalKey and RemoteKey are the 64-bit keys of the MP_CAPABLE exchange.
+func (m *Meta) LocalKey() uint64  { return m.localKey }
+func (m *Meta) RemoteKey() uint64 { return m.remoteKey }
+
+// LocalToken identifies the connection to joining subflows (§3.2).
+func (m *Meta) LocalToken() uint32 { return m.localToken }
+
+// LocalIDSN and RemoteIDSN are the initial data sequence numbers; the first
+// data byte in each direction has DSN IDSN+1.
+func (m *Meta) LocalIDSN() uint64  { return m.localIDSN }
+func (m *Meta) RemoteIDSN() uint64 { return m.remoteIDSN }
+
+// Checksum reports whether DSS checksums are in use.
+func (m *Meta) Checksum() bool { return m.checksum.Load() }
+
+// SetDataAck publishes the next DSN the connection expects, which every
+// outgoing segment then carries as DATA_ACK.
+func (m *Meta) SetDataAck(v uint64) { m.rcvNxt.Store(v) }
+
+// DataAck is the value SetDataAck last published.
+func (m *Meta) DataAck() uint64 { return m.rcvNxt.Load() }
+
+// SndUna is the highest DATA_ACK received from the peer.
+func (m *Meta) SndUna() uint64 { return m.sndUna.Load() }
+
+// SetDataFin marks the DSN of our DATA_FIN; subflows announce it on their
+// pure ACKs once every data byte has left.
+func (m *Meta) SetDataFin(dsn uint64) { m.finSeq.Store(dsn + 1) }
+
+// DataFinAcked reports whether the peer acknowledged our DATA_FIN.
+func (m *Meta) DataFinAcked() bool {
+	f := m.finSeq.Load()
+	return f != 0 && m.sndUna.Load() >= f
+}
+
+// PeerFin returns the DSN of the peer's DATA_FIN, if one arrived.
+func (m *Meta) PeerFin() (uint64, bool) {
+	f := m.peerFin.Load()
+	return f - 1, f != 0
+}
+
+// Changed is poked when the peer's DATA_ACK or DATA_FIN advance.
+func (m *Meta) Changed() <-chan struct{} { return m.changed }
+
+func (m *Meta) poke() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
+
+// onDataAck applies a DATA_ACK from the peer. A 4-byte DATA_ACK is the low
+// half of the 64-bit one (§3.3.2) and is expanded against what we know.
+func (m *Meta) onDataAck(v uint64, is64 bool) {
+	una := m.sndUna.Load()
+	if !is64 {
+		v = expandDSN(una, uint32(v))
+	}
+	for v > una {
+		if m.sndUna.CompareAndSwap(una, v) {
+			m.poke()
+			return
+		}
+		una = m.sndUna.Load()
+	}
+}
+
+func (m *Meta) onPeerFin(dsn uint64) {
+	if m.peerFin.CompareAndSwap(0, dsn+1) {
+		m.poke()
+	}
+}

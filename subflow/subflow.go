@@ -1,0 +1,457 @@
+package subflow
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/umptcp/umptcp/option"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+// Role says which side opened the subflow.
+type Role uint8
+
+const (
+	Client Role = iota
+	Server
+)
+
+type state uint8
+
+const (
+	stateSynSent     state = iota // client: SYN with MP_CAPABLE sent
+	stateSynReceived              // server: SYN with MP_CAPABLE seen, SYN-ACK answers it
+	stateEstablished              // both keys known: MPTCP in use
+	stateFallback                 // plain TCP from now on (§3.7)
+)
+
+// Tuple identifies a subflow: our address and port, the peer's.
+type Tuple struct {
+	Local  netip.AddrPort
+	Remote netip.AddrPort
+}
+
+// Subflow is the MPTCP context of one gVisor TCP endpoint.
+//
+// mu guards every field below it; it is taken on the per-packet path (by the
+// Layer) and by the stack's reader and writer, never while calling out.
+type Subflow struct {
+	tuple Tuple
+	role  Role
+	meta  *Meta
+	reg   *Registry
+
+	out atomic.Pointer[Layer] // the link this subflow's packets leave on
+
+	// established is closed when the subflow leaves the handshake: MPTCP
+	// in use or fallen back.
+	established chan struct{}
+
+	mu           sync.Mutex
+	st           state
+	fallbackWhy  string
+	fullyEstab   bool   // client: the server's DSS arrived, MP_CAPABLE may stop
+	iss, irs     uint32 // initial sequence numbers, ours and the peer's
+	issOK, irsOK bool
+	tx           txMap
+	rx           rxMap
+	written      uint64 // bytes the stack has handed to the endpoint
+	sndHigh      uint64 // end of the highest data offset seen leaving
+	rcvRef       uint64 // reference for expanding inbound sequence numbers
+	last         lastHeader
+	sentAck      uint64 // DATA_ACK last put on the wire
+	ackTimer     *time.Timer
+	ackArmed     bool
+	finTimer     *time.Timer
+	finTries     int
+	counters     Counters
+}
+
+// lastHeader is what the last segment gVisor sent on this subflow said; a
+// pure ACK of our own repeats it so that the peer's TCP sees nothing new.
+type lastHeader struct {
+	valid  bool
+	seq    uint32 // sequence number of the next byte gVisor will send
+	ack    uint32
+	wnd    uint16
+	hasTS  bool
+	tsVal  uint32
+	tsEcr  uint32
+	closed bool // gVisor sent FIN or RST; no more pure ACKs of ours
+}
+
+// Counters are per-subflow event counts, for statistics and tests.
+type Counters struct {
+	SegmentsOut, SegmentsIn   uint64
+	BytesOut, BytesIn         uint64 // payload bytes, retransmissions included
+	AcksSent                  uint64 // pure ACKs of our own (DATA_ACK, DATA_FIN)
+	MalformedOptions          uint64 // MPTCP options that did not parse
+	UnmappedSegments          uint64 // data segments with no mapping to send
+	ChecksumFailures          uint64
+	SACKBlocksTrimmed         uint64
+	DataFinSent, DataFinRecvd uint64
+}
+
+func newSubflow(reg *Registry, t Tuple, role Role, meta *Meta) *Subflow {
+	return &Subflow{tuple: t, role: role, meta: meta, reg: reg, established: make(chan struct{})}
+}
+
+// Tuple returns the subflow's addresses.
+func (s *Subflow) Tuple() Tuple { return s.tuple }
+
+// Meta returns the connection-level state shared by the subflows.
+func (s *Subflow) Meta() *Meta { return s.meta }
+
+// Established is closed once the handshake decided: MPTCP or fallback.
+func (s *Subflow) Established() <-chan struct{} { return s.established }
+
+// MPTCP reports whether the subflow speaks MPTCP (false after fallback) and,
+// when it does not, why.
+func (s *Subflow) MPTCP() (bool, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st == stateEstablished, s.fallbackWhy
+}
+
+// Counters returns a snapshot of the subflow's counters.
+func (s *Subflow) Counters() Counters {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counters
+}
+
+// Fallback turns the subflow into plain TCP, e.g. when the handshake
+// completed without MP_CAPABLE. It is idempotent.
+func (s *Subflow) Fallback(why string) {
+	s.mu.Lock()
+	s.fallbackLocked(why)
+	s.mu.Unlock()
+}
+
+func (s *Subflow) fallbackLocked(why string) {
+	if s.st == stateFallback {
+		return
+	}
+	wasHandshake := s.st != stateEstablished
+	s.st = stateFallback
+	s.fallbackWhy = why
+	if wasHandshake {
+		close(s.established)
+	}
+}
+
+func (s *Subflow) establishLocked() {
+	if s.st == stateEstablished || s.st == stateFallback {
+		return
+	}
+	s.st = stateEstablished
+	close(s.established)
+}
+
+// WillWrite records, before the stack writes n bytes into the endpoint,
+// that they carry DSNs dsn onwards. gVisor may send them before Write
+// returns, so the mapping has to exist first. Wrote then reports how many
+// bytes the endpoint took.
+func (s *Subflow) WillWrite(dsn uint64, n int) {
+	s.mu.Lock()
+	s.tx.add(s.written, dsn, uint64(n))
+	s.mu.Unlock()
+}
+
+// Wrote reports that the endpoint accepted n of the bytes announced by the
+// last WillWrite.
+func (s *Subflow) Wrote(announced, n int) {
+	s.mu.Lock()
+	if n < announced {
+		s.tx.truncate(s.written + uint64(n))
+	}
+	s.written += uint64(n)
+	s.mu.Unlock()
+}
+
+// MappingAt returns the peer's mapping of the byte at subflow offset off
+// (0 is the first data byte the peer sent on this subflow).
+func (s *Subflow) MappingAt(off uint64) (Mapping, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rx.find(off)
+}
+
+// CountChecksumFailure records a DSS checksum mismatch found by the reader.
+func (s *Subflow) CountChecksumFailure() {
+	s.mu.Lock()
+	s.counters.ChecksumFailures++
+	s.mu.Unlock()
+}
+
+// Close forgets the subflow: its 4-tuple gets no more MPTCP options.
+func (s *Subflow) Close() {
+	s.mu.Lock()
+	if s.ackTimer != nil {
+		s.ackTimer.Stop()
+	}
+	if s.finTimer != nil {
+		s.finTimer.Stop()
+	}
+	s.mu.Unlock()
+	s.reg.remove(s)
+}
+
+// txMapSlack is how far behind the subflow's acknowledged point send
+// mappings are kept.
+const txMapSlack = 1 << 20
+
+// option space of a TCP header
+const maxTCPOptions = 40
+
+// outbound decides the MPTCP option for a segment gVisor is sending and
+// appends it to dst. payloadSum returns the one's-complement sum of the
+// payload (needed only with DSS checksums).
+func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst []byte) []byte {
+	flags := h.Flags()
+	seq := h.SequenceNumber()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.counters.SegmentsOut++
+	s.counters.BytesOut += uint64(payloadLen)
+
+	if flags.Contains(header.TCPFlagSyn) {
+		s.iss, s.issOK = seq, true
+		switch {
+		case s.st == stateSynSent && !flags.Contains(header.TCPFlagAck):
+			o := option.MPCapable{Version: 1, Flags: s.mpcFlags(), Form: option.MPCSyn}
+			return o.Append(dst)
+		case s.st == stateSynReceived && flags.Contains(header.TCPFlagAck):
+			o := option.MPCapable{Version: 1, Flags: s.mpcFlags(), SenderKey: s.meta.localKey, Form: option.MPCSynAck}
+			return o.Append(dst)
+		}
+		return dst
+	}
+	if flags.Contains(header.TCPFlagRst) {
+		s.last.closed = true
+		return dst
+	}
+	if s.st != stateEstablished || !s.issOK {
+		return dst
+	}
+
+	off := expand(s.sndHigh, seq-(s.iss+1))
+	next := seq + uint32(payloadLen)
+	if flags.Contains(header.TCPFlagFin) {
+		next++
+		s.last.closed = true
+	}
+	if end := off + uint64(payloadLen); end > s.sndHigh {
+		s.sndHigh = end
+	}
+	s.noteLast(h, next)
+	m := s.meta
+
+	// §3.1: the third ACK and the first data segment of the client carry
+	// MP_CAPABLE with both keys until the server's first DSS shows that it
+	// has them.
+	if s.role == Client && !s.fullyEstab && off == 0 {
+		o := option.MPCapable{Version: 1, Flags: s.mpcFlags(), SenderKey: m.localKey, ReceiverKey: m.remoteKey, Form: option.MPCAck}
+		if payloadLen > 0 {
+			o.Form = option.MPCAckData
+			o.DataLen = uint16(payloadLen)
+			if m.checksum.Load() {
+				o.Form = option.MPCAckDataCsum
+				o.Checksum = option.DSSChecksum(m.localIDSN+1, 1, uint16(payloadLen), payloadSum)
+			}
+		}
+		return o.Append(dst)
+	}
+
+	var d option.DSS
+	if m.canAck.Load() {
+		d.HasDataAck, d.DataAck64, d.DataAck = true, true, m.rcvNxt.Load()
+		s.sentAck = d.DataAck
+	}
+	if payloadLen > 0 {
+		dsn, n, ok := s.tx.lookup(off)
+		if !ok || n < uint64(payloadLen) {
+			// A segment without a complete mapping cannot be sent as
+			// MPTCP data; this is a bug in the stack's bookkeeping.
+			s.counters.UnmappedSegments++
+		} else {
+			d.HasMapping, d.DSN64, d.DSN = true, true, dsn
+			d.SSN = uint32(off + 1)
+			d.DataLen = uint16(payloadLen)
+			if m.checksum.Load() {
+				d.HasChecksum = true
+				d.Checksum = option.DSSChecksum(dsn, d.SSN, d.DataLen, payloadSum)
+			}
+		}
+	} else if fin := m.finSeq.Load(); fin != 0 && s.sndHigh >= s.written {
+		s.addDataFin(&d, fin-1)
+	}
+	if !d.HasDataAck && !d.HasMapping {
+		return dst
+	}
+	return d.Append(dst)
+}
+
+// addDataFin puts a DATA_FIN-only mapping into d (§3.3.3: subflow sequence
+// number 0, data-level length 1).
+func (s *Subflow) addDataFin(d *option.DSS, dsn uint64) {
+	d.HasMapping, d.DSN64, d.DSN, d.SSN, d.DataLen, d.DataFin = true, true, dsn, 0, 1, true
+	if s.meta.checksum.Load() {
+		d.HasChecksum = true
+		d.Checksum = option.DSSChecksum(dsn, 0, 1, 0)
+	}
+	s.counters.DataFinSent++
+}
+
+func (s *Subflow) mpcFlags() uint8 {
+	f := uint8(option.FlagHMACSHA256)
+	if s.meta.checksum.Load() {
+		f |= option.FlagChecksum
+	}
+	return f
+}
+
+func (s *Subflow) noteLast(h header.TCP, next uint32) {
+	s.last.valid = true
+	s.last.seq = next
+	s.last.ack = h.AckNumber()
+	s.last.wnd = h.WindowSize()
+	s.last.hasTS = false
+	opts := h.Options()
+	for i := 0; i < len(opts); {
+		k := opts[i]
+		if k == header.TCPOptionEOL {
+			break
+		}
+		if k == header.TCPOptionNOP {
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			break
+		}
+		if k == header.TCPOptionTS && opts[i+1] == 10 {
+			s.last.hasTS = true
+			s.last.tsVal = be32(opts[i+2:])
+			s.last.tsEcr = be32(opts[i+6:])
+		}
+		i += int(opts[i+1])
+	}
+}
+
+// inbound applies the MPTCP options of a segment that arrived on this
+// subflow, before gVisor sees the segment.
+func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseErr error) {
+	flags := h.Flags()
+	seq := h.SequenceNumber()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.counters.SegmentsIn++
+	s.counters.BytesIn += uint64(payloadLen)
+	if parseErr != nil {
+		s.counters.MalformedOptions++
+	}
+	m := s.meta
+
+	switch s.st {
+	case stateFallback:
+		return
+	case stateSynSent:
+		if !flags.Contains(header.TCPFlagSyn | header.TCPFlagAck) {
+			return
+		}
+		s.irs, s.irsOK = seq, true
+		if !set.Has(option.SubtypeMPCapable) || set.MPCapable.Form != option.MPCSynAck || set.MPCapable.Version != 1 {
+			s.fallbackLocked("SYN-ACK without MP_CAPABLE v1")
+			return
+		}
+		if set.MPCapable.Flags&option.FlagChecksum != 0 {
+			m.checksum.Store(true)
+		}
+		m.setRemoteKey(set.MPCapable.SenderKey, option.IDSN(set.MPCapable.SenderKey))
+		s.establishLocked()
+		return
+	case stateSynReceived:
+		if flags.Contains(header.TCPFlagSyn) {
+			s.irs, s.irsOK = seq, true
+			return
+		}
+		if !flags.Contains(header.TCPFlagAck) || flags.Contains(header.TCPFlagRst) {
+			return
+		}
+		mpc := &set.MPCapable
+		if !set.Has(option.SubtypeMPCapable) || (mpc.Form != option.MPCAck && mpc.Form != option.MPCAckData && mpc.Form != option.MPCAckDataCsum) {
+			s.fallbackLocked("third ACK without MP_CAPABLE")
+			return
+		}
+		if mpc.ReceiverKey != m.localKey {
+			s.fallbackLocked("MP_CAPABLE ACK echoes a key that is not ours")
+			return
+		}
+		if mpc.Flags&option.FlagChecksum != 0 {
+			m.checksum.Store(true)
+		}
+		m.setRemoteKey(mpc.SenderKey, option.IDSN(mpc.SenderKey))
+		s.establishLocked()
+	}
+
+	if !s.irsOK {
+		return
+	}
+	if payloadLen > 0 || flags.Contains(header.TCPFlagFin) {
+		off := expand(s.rcvRef, seq-(s.irs+1))
+		if off > s.rcvRef {
+			s.rcvRef = off
+		}
+	}
+	if flags.Contains(header.TCPFlagAck) && s.issOK {
+		// Keep the mappings of recently acknowledged bytes: gVisor may
+		// retransmit a segment whose ACK is being processed at the same
+		// moment, and that copy still needs its mapping.
+		if una := expand(s.sndHigh, h.AckNumber()-(s.iss+1)); una > txMapSlack {
+			s.tx.ackTo(una - txMapSlack)
+		}
+	}
+
+	// The first data of a v1 client carries MP_CAPABLE with the data-level
+	// length instead of a DSS; its mapping starts at the client's IDSN+1.
+	if set.Has(option.SubtypeMPCapable) && s.role == Server {
+		mpc := &set.MPCapable
+		if (mpc.Form == option.MPCAckData || mpc.Form == option.MPCAckDataCsum) && mpc.DataLen > 0 {
+			s.rx.insert(Mapping{Off: 0, DSN: m.remoteIDSN + 1, Len: uint32(mpc.DataLen), WireLen: mpc.DataLen, SSN: 1,
+				HasChecksum: mpc.Form == option.MPCAckDataCsum, Checksum: mpc.Checksum})
+		}
+	}
+	if !set.Has(option.SubtypeDSS) {
+		return
+	}
+	d := &set.DSS
+	if s.role == Client {
+		s.fullyEstab = true
+	}
+	if d.HasDataAck {
+		m.onDataAck(d.DataAck, d.DataAck64)
+	}
+	if d.HasMapping {
+		dsn := d.DSN
+		if !d.DSN64 {
+			dsn = expandDSN(m.rcvNxt.Load(), uint32(d.DSN))
+		}
+		dataLen := uint32(d.DataLen)
+		if d.DataFin {
+			dataLen-- // the DATA_FIN occupies the last DSN of the mapping
+			m.onPeerFin(dsn + uint64(dataLen))
+			s.counters.DataFinRecvd++
+		}
+		if dataLen > 0 && d.SSN != 0 {
+			off := expand(s.rcvRef, d.SSN-1)
+			s.rx.insert(Mapping{Off: off, DSN: dsn, Len: dataLen, WireLen: d.DataLen, SSN: d.SSN, HasChecksum: d.HasChecksum, Checksum: d.Checksum})
+		}
+	}
+}
+
+func be32(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `umptcp: a userspace Multipath TCP (RFC 8684) stack on gVisor
+
+Usage:
+  umptcp demo [flags]      in-process MPTCP transfer over an emulated link (no root)
+  umptcp nc [flags] HOST PORT
+  umptcp nc -l [flags] PORT
+                           netcat over the userspace stack on TUN devices (root)
+
+Run "umptcp COMMAND -h" for the flags of a command.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "demo":
+		return demo(args[1:], stdout, stderr)
+	case "nc":
+		return nc(args[1:], stdin, stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "umptcp: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}

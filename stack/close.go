@@ -1,0 +1,111 @@
+package stack
+
+import (
+	"time"
+)
+
+// lingerTimeout bounds a graceful close: waiting for the DATA_FIN
+// exchange, then for the subflow's TCP FIN exchange. Past it the subflow is
+// reset.
+const lingerTimeout = 15 * time.Second
+
+// Close closes the connection. Data written before Close is still
+// delivered: Close sends DATA_FIN, and the subflow is closed (TCP FIN) in
+// the background once both DATA_FINs are acknowledged, or after a timeout.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		if !c.mptcp {
+			c.tc.Close()
+			c.s.untrack(c)
+			close(c.done)
+			return
+		}
+		c.rmu.Lock()
+		c.rclosed = true
+		c.rbuf, c.rhead = nil, 0
+		if c.rtimer != nil {
+			c.rtimer.Stop()
+		}
+		c.rcond.Broadcast()
+		c.rmu.Unlock()
+		c.tc.SetWriteDeadline(time.Now()) // unblock a Write in progress
+		c.CloseWrite()
+		close(c.closing)
+	})
+	return nil
+}
+
+// controlLoop follows the data level: the peer's DATA_FIN arriving after
+// all data, and the close of the subflow once the application closed.
+func (c *Conn) controlLoop() {
+	defer close(c.done)
+	defer c.s.untrack(c)
+	var deadline <-chan time.Time
+	closing := c.closing
+	for {
+		select {
+		case <-c.meta.Changed():
+			c.rmu.Lock()
+			reached := c.checkFinLocked()
+			c.rmu.Unlock()
+			if reached {
+				c.sf.AckIfStale()
+			}
+		case <-closing:
+			closing = nil
+			deadline = time.After(lingerTimeout)
+		case <-c.readerDone:
+			if closing == nil { // closed by the app and the peer's FIN came
+				c.finish(false)
+				return
+			}
+			// The subflow ended while the application still holds the
+			// connection: wait for Close.
+			<-c.closing
+			c.finish(false)
+			return
+		case <-deadline:
+			c.finish(true)
+			return
+		}
+		if closing == nil && c.meta.DataFinAcked() {
+			if _, ok := c.meta.PeerFin(); ok {
+				// Both DATA_FINs are through: close the subflow with
+				// a TCP FIN and wait for the peer's.
+				c.tc.CloseWrite()
+			}
+		}
+	}
+}
+
+// finish releases the subflow: gracefully (the TCP FIN exchange is done or
+// under way) or by reset.
+func (c *Conn) finish(reset bool) {
+	if reset {
+		c.ep.Abort()
+	} else {
+		c.tc.CloseWrite()
+	}
+	select {
+	case <-c.readerDone:
+	case <-time.After(lingerTimeout):
+		c.ep.Abort()
+	}
+	c.tc.Close()
+	c.sf.Close()
+}
+
+// abort resets the connection at once (the stack is closing).
+func (c *Conn) abort() {
+	c.fail(errAborted)
+	if c.ep != nil {
+		c.ep.Abort()
+	}
+	c.tc.Close()
+	if c.sf != nil {
+		c.sf.Close()
+	}
+	c.closeOnce.Do(func() { close(c.closing) })
+}
+
+var errAborted = wrapf("connection aborted: stack closed")

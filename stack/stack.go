@@ -1,0 +1,188 @@
+package stack
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+
+	"github.com/umptcp/umptcp/subflow"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+// Link is one network path of the stack: a network-layer link endpoint (a
+// TUN device, an in-process emulated link, or any gVisor link endpoint that
+// carries raw IP packets) and the stack's addresses on it. Each address's
+// prefix becomes an on-link route.
+type Link struct {
+	Endpoint gvstack.LinkEndpoint
+	Addrs    []netip.Prefix
+}
+
+// Config configures a Stack.
+type Config struct {
+	// Links are the stack's network paths; at least one.
+	Links []Link
+	// Checksum asks peers for DSS checksums (RFC 8684 §3.3.1). They are
+	// used when either side asks.
+	Checksum bool
+	// ReceiveBuffer is the connection-level receive buffer in bytes
+	// (default 4 MiB). A full buffer closes the subflows' windows.
+	ReceiveBuffer int
+}
+
+const defaultReceiveBuffer = 4 << 20
+
+// Stack is a userspace TCP/IP stack that speaks MPTCP.
+type Stack struct {
+	gs     *gvstack.Stack
+	reg    *subflow.Registry
+	rcvBuf int
+
+	mu    sync.Mutex
+	conns map[*Conn]struct{}
+	lns   map[*Listener]struct{}
+	done  bool
+}
+
+// New creates a stack over cfg.Links.
+func New(cfg Config) (*Stack, error) {
+	if len(cfg.Links) == 0 {
+		return nil, errors.New("umptcp: stack needs at least one link")
+	}
+	gs := gvstack.New(gvstack.Options{
+		NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol},
+	})
+	if err := tuneTCP(gs); err != nil {
+		gs.Close()
+		return nil, err
+	}
+	s := &Stack{gs: gs, reg: subflow.NewRegistry(cfg.Checksum), rcvBuf: cfg.ReceiveBuffer,
+		conns: make(map[*Conn]struct{}), lns: make(map[*Listener]struct{})}
+	if s.rcvBuf <= 0 {
+		s.rcvBuf = defaultReceiveBuffer
+	}
+	var routes, defaults []tcpip.Route
+	have4, have6 := false, false
+	for i, l := range cfg.Links {
+		if l.Endpoint == nil {
+			gs.Close()
+			return nil, wrapf("link %d has no endpoint", i)
+		}
+		nic := tcpip.NICID(i + 1)
+		if err := gs.CreateNIC(nic, subflow.NewLayer(l.Endpoint, s.reg)); err != nil {
+			gs.Close()
+			return nil, wrapf("link %d: create NIC: %s", i, err)
+		}
+		for _, p := range l.Addrs {
+			proto := header.IPv4ProtocolNumber
+			if p.Addr().Is6() && !p.Addr().Is4In6() {
+				proto = header.IPv6ProtocolNumber
+			}
+			a := p.Addr().Unmap()
+			pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFromSlice(a.AsSlice()), PrefixLen: p.Bits()}}
+			if err := gs.AddProtocolAddress(nic, pa, gvstack.AddressProperties{}); err != nil {
+				gs.Close()
+				return nil, wrapf("link %d: address %s: %s", i, p, err)
+			}
+			routes = append(routes, tcpip.Route{Destination: pa.AddressWithPrefix.Subnet(), NIC: nic})
+			if a.Is4() && !have4 {
+				have4 = true
+				defaults = append(defaults, tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: nic})
+			}
+			if a.Is6() && !have6 {
+				have6 = true
+				defaults = append(defaults, tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nic})
+			}
+		}
+	}
+	gs.SetRouteTable(append(routes, defaults...))
+	return s, nil
+}
+
+// tuneTCP turns on what a fast subflow needs: SACK (which also makes pure
+// ACKs that carry only a new DATA_ACK harmless to the peer's loss
+// detection) and buffers of a few MiB.
+func tuneTCP(gs *gvstack.Stack) error {
+	sack := tcpip.TCPSACKEnabled(true)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	for _, o := range []tcpip.SettableTransportProtocolOption{&sack, &rcv, &snd, &moderate} {
+		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
+			return wrapf("tcp option %T: %s", o, err)
+		}
+	}
+	return nil
+}
+
+// Close closes every connection and listener of the stack and the stack.
+func (s *Stack) Close() error {
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return nil
+	}
+	s.done = true
+	lns := make([]*Listener, 0, len(s.lns))
+	for l := range s.lns {
+		lns = append(lns, l)
+	}
+	conns := make([]*Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, l := range lns {
+		l.Close()
+	}
+	for _, c := range conns {
+		c.abort()
+	}
+	s.gs.Close()
+	s.gs.Wait()
+	return nil
+}
+
+func (s *Stack) track(c *Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Stack) untrack(c *Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Netstack returns the underlying gVisor stack, for plain TCP or UDP next to
+// MPTCP (benchmarks use it for the gVisor TCP baseline).
+func (s *Stack) Netstack() *gvstack.Stack { return s.gs }
+
+func toFull(ap netip.AddrPort) (tcpip.FullAddress, tcpip.NetworkProtocolNumber) {
+	a := ap.Addr().Unmap()
+	proto := header.IPv4ProtocolNumber
+	if a.Is6() {
+		proto = header.IPv6ProtocolNumber
+	}
+	var addr tcpip.Address
+	if a.IsValid() && !a.IsUnspecified() {
+		addr = tcpip.AddrFromSlice(a.AsSlice())
+	}
+	return tcpip.FullAddress{Addr: addr, Port: ap.Port()}, proto
+}
+
+func fromFull(f tcpip.FullAddress) netip.AddrPort {
+	a, _ := netip.AddrFromSlice(f.Addr.AsSlice())
+	return netip.AddrPortFrom(a.Unmap(), f.Port)
+}

@@ -292,7 +292,11 @@ func appendOptionsTrimmedNoPad(dst []byte, opts []byte, room int) []byte {
 // DeliverNetworkPacket reads the MPTCP options of inbound segments before
 // gVisor sees them.
 func (l *Layer) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	if np := l.inspectIn(proto, pkt); np != nil {
+	np, drop := l.inspectIn(proto, pkt)
+	if drop {
+		return
+	}
+	if np != nil {
 		l.Endpoint.DeliverNetworkPacket(proto, np)
 		np.DecRef()
 		return
@@ -300,7 +304,12 @@ func (l *Layer) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *sta
 	l.Endpoint.DeliverNetworkPacket(proto, pkt)
 }
 
-func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) *stack.PacketBuffer {
+// inspectIn applies an inbound segment's MPTCP options. It returns a
+// replacement packet (MSS clamped) or asks to drop the segment: a segment
+// of an MPTCP subflow whose options are malformed, or whose data has no
+// mapping, never reaches gVisor, so TCP retransmits it and no byte without
+// a known DSN enters the subflow's stream.
+func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) (*stack.PacketBuffer, bool) {
 	data := pkt.Data()
 	total := data.Size()
 	var ipLen int
@@ -309,11 +318,11 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 	case header.IPv4ProtocolNumber:
 		b, ok := data.PullUp(header.IPv4MinimumSize)
 		if !ok {
-			return nil
+			return nil, false
 		}
 		h := header.IPv4(b)
 		if h.Protocol() != uint8(header.TCPProtocolNumber) || h.More() || h.FragmentOffset() != 0 {
-			return nil
+			return nil, false
 		}
 		ipLen = int(h.HeaderLength())
 		if t := int(h.TotalLength()); t < total {
@@ -322,29 +331,29 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 	case header.IPv6ProtocolNumber:
 		b, ok := data.PullUp(header.IPv6MinimumSize)
 		if !ok || header.IPv6(b).NextHeader() != uint8(header.TCPProtocolNumber) {
-			return nil
+			return nil, false
 		}
 		ipLen = header.IPv6MinimumSize
 		if t := ipLen + int(header.IPv6(b).PayloadLength()); t < total {
 			total = t
 		}
 	default:
-		return nil
+		return nil, false
 	}
 	b, ok := data.PullUp(ipLen + header.TCPMinimumSize)
 	if !ok {
-		return nil
+		return nil, false
 	}
 	tcpLen := int(header.TCP(b[ipLen:]).DataOffset())
 	if tcpLen < header.TCPMinimumSize || ipLen+tcpLen > total {
-		return nil
+		return nil, false
 	}
 	if b, ok = data.PullUp(ipLen + tcpLen); !ok {
-		return nil
+		return nil, false
 	}
 	seg, ok := parseHeaders(b[:ipLen], v6, b[ipLen:ipLen+tcpLen], total-ipLen-tcpLen)
 	if !ok {
-		return nil
+		return nil, false
 	}
 	var set option.Set
 	perr := option.ParseTCPOptions(seg.tcp.Options(), &set)
@@ -357,14 +366,16 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 		sf = l.reg.acceptSYN(t, set.MPCapable.Flags&option.FlagChecksum != 0)
 	}
 	if sf == nil {
-		return nil
+		return nil, false
 	}
 	sf.out.CompareAndSwap(nil, l)
-	sf.inbound(seg.tcp, seg.payloadLen, &set, perr)
-	if flags.Contains(header.TCPFlagSyn) && needsMSSClamp(seg.tcp.Options()) {
-		return clampMSS(pkt, ipLen, tcpLen, &seg)
+	if !sf.inbound(seg.tcp, seg.payloadLen, &set, perr) {
+		return nil, true
 	}
-	return nil
+	if flags.Contains(header.TCPFlagSyn) && needsMSSClamp(seg.tcp.Options()) {
+		return clampMSS(pkt, ipLen, tcpLen, &seg), false
+	}
+	return nil, false
 }
 
 // mptcpOverhead is the most an MPTCP option adds to a data segment: a DSS

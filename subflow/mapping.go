@@ -161,3 +161,32 @@ func (r *rxMap) find(off uint64) (Mapping, bool) {
 	}
 	return Mapping{}, false
 }
+
+// covers reports whether the mappings cover every offset in [from, to).
+func (r *rxMap) covers(from, to uint64) bool {
+	for _, m := range r.e {
+		if m.Off > from {
+			return false
+		}
+		if end := m.Off + uint64(m.Len); end > from {
+			from = end
+			if from >= to {
+				return true
+			}
+		}
+	}
+	return from >= to
+}
+
+// consistent reports whether m agrees with every known mapping it overlaps
+// in subflow offsets: the same byte must always get the same DSN.
+func (r *rxMap) consistent(m Mapping) bool {
+	for _, e := range r.e {
+		if e.Off < m.Off+uint64(m.Len) && m.Off < e.Off+uint64(e.Len) {
+			if e.DSN-e.Off != m.DSN-m.Off {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -20,6 +20,7 @@ type Meta struct {
 	canAck  atomic.Bool   // the remote IDSN is known: DATA_ACK may be sent
 	rcvNxt  atomic.Uint64 // the DATA_ACK we send: next DSN expected
 	sndUna  atomic.Uint64 // the highest DATA_ACK the peer sent
+	sndMax  atomic.Uint64 // one past the highest DSN handed to a subflow (DATA_FIN included)
 	finSeq  atomic.Uint64 // our DATA_FIN's DSN + 1; 0 while we have not closed
 	peerFin atomic.Uint64 // the peer's DATA_FIN DSN + 1; 0 while not received
 
@@ -29,6 +30,7 @@ type Meta struct {
 func newMeta(localKey uint64, token uint32, idsn uint64) *Meta {
 	m := &Meta{localKey: localKey, localToken: token, localIDSN: idsn, changed: make(chan struct{}, 1)}
 	m.sndUna.Store(idsn + 1)
+	m.sndMax.Store(idsn + 1)
 	return m
 }
 
@@ -68,7 +70,20 @@ func (m *Meta) SndUna() uint64 { return m.sndUna.Load() }
 
 // SetDataFin marks the DSN of our DATA_FIN; subflows announce it on their
 // pure ACKs once every data byte has left.
-func (m *Meta) SetDataFin(dsn uint64) { m.finSeq.Store(dsn + 1) }
+func (m *Meta) SetDataFin(dsn uint64) {
+	m.finSeq.Store(dsn + 1)
+	m.noteSent(dsn + 1)
+}
+
+// noteSent raises sndMax to end: a DATA_ACK up to it is plausible.
+func (m *Meta) noteSent(end uint64) {
+	for {
+		cur := m.sndMax.Load()
+		if end <= cur || m.sndMax.CompareAndSwap(cur, end) {
+			return
+		}
+	}
+}
 
 // DataFinAcked reports whether the peer acknowledged our DATA_FIN.
 func (m *Meta) DataFinAcked() bool {
@@ -92,19 +107,17 @@ func (m *Meta) poke() {
 	}
 }
 
-// onDataAck applies a DATA_ACK from the peer. A 4-byte DATA_ACK is the low
-// half of the 64-bit one (§3.3.2) and is expanded against what we know.
-func (m *Meta) onDataAck(v uint64, is64 bool) {
-	una := m.sndUna.Load()
-	if !is64 {
-		v = expandDSN(una, uint32(v))
-	}
-	for v > una {
+// onDataAck applies a DATA_ACK (already expanded to 64 bits) from the peer.
+func (m *Meta) onDataAck(v uint64) {
+	for {
+		una := m.sndUna.Load()
+		if v <= una {
+			return
+		}
 		if m.sndUna.CompareAndSwap(una, v) {
 			m.poke()
 			return
 		}
-		una = m.sndUna.Load()
 	}
 }
 

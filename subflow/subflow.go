@@ -60,6 +60,7 @@ type Subflow struct {
 	written      uint64 // bytes the stack has handed to the endpoint
 	sndHigh      uint64 // end of the highest data offset seen leaving
 	rcvRef       uint64 // reference for expanding inbound sequence numbers
+	rxRead       uint64 // subflow offset the stack's reader has reached
 	last         lastHeader
 	sentAck      uint64 // DATA_ACK last put on the wire
 	ackTimer     *time.Timer
@@ -88,6 +89,8 @@ type Counters struct {
 	BytesOut, BytesIn         uint64 // payload bytes, retransmissions included
 	AcksSent                  uint64 // pure ACKs of our own (DATA_ACK, DATA_FIN)
 	MalformedOptions          uint64 // MPTCP options that did not parse
+	ImplausibleDSS            uint64 // DSS options that parsed but made no sense
+	SegmentsDropped           uint64 // inbound segments dropped: malformed options or unmapped data
 	UnmappedSegments          uint64 // data segments with no mapping to send
 	ChecksumFailures          uint64
 	SACKBlocksTrimmed         uint64
@@ -155,6 +158,7 @@ func (s *Subflow) establishLocked() {
 // returns, so the mapping has to exist first. Wrote then reports how many
 // bytes the endpoint took.
 func (s *Subflow) WillWrite(dsn uint64, n int) {
+	s.meta.noteSent(dsn + uint64(n))
 	s.mu.Lock()
 	s.tx.add(s.written, dsn, uint64(n))
 	s.mu.Unlock()
@@ -176,6 +180,7 @@ func (s *Subflow) Wrote(announced, n int) {
 func (s *Subflow) MappingAt(off uint64) (Mapping, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.rxRead = off
 	return s.rx.find(off)
 }
 
@@ -342,8 +347,10 @@ func (s *Subflow) noteLast(h header.TCP, next uint32) {
 }
 
 // inbound applies the MPTCP options of a segment that arrived on this
-// subflow, before gVisor sees the segment.
-func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseErr error) {
+// subflow, before gVisor sees the segment. It returns false when the segment
+// must be dropped: on an MPTCP subflow, malformed MPTCP options, or data
+// that no mapping covers (§3.3: data without a mapping cannot be placed).
+func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseErr error) bool {
 	flags := h.Flags()
 	seq := h.SequenceNumber()
 	s.mu.Lock()
@@ -352,43 +359,47 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 	s.counters.BytesIn += uint64(payloadLen)
 	if parseErr != nil {
 		s.counters.MalformedOptions++
+		if s.st == stateEstablished {
+			s.counters.SegmentsDropped++
+			return false
+		}
 	}
 	m := s.meta
 
 	switch s.st {
 	case stateFallback:
-		return
+		return true
 	case stateSynSent:
 		if !flags.Contains(header.TCPFlagSyn | header.TCPFlagAck) {
-			return
+			return true
 		}
 		s.irs, s.irsOK = seq, true
 		if !set.Has(option.SubtypeMPCapable) || set.MPCapable.Form != option.MPCSynAck || set.MPCapable.Version != 1 {
 			s.fallbackLocked("SYN-ACK without MP_CAPABLE v1")
-			return
+			return true
 		}
 		if set.MPCapable.Flags&option.FlagChecksum != 0 {
 			m.checksum.Store(true)
 		}
 		m.setRemoteKey(set.MPCapable.SenderKey, option.IDSN(set.MPCapable.SenderKey))
 		s.establishLocked()
-		return
+		return true
 	case stateSynReceived:
 		if flags.Contains(header.TCPFlagSyn) {
 			s.irs, s.irsOK = seq, true
-			return
+			return true
 		}
 		if !flags.Contains(header.TCPFlagAck) || flags.Contains(header.TCPFlagRst) {
-			return
+			return true
 		}
 		mpc := &set.MPCapable
 		if !set.Has(option.SubtypeMPCapable) || (mpc.Form != option.MPCAck && mpc.Form != option.MPCAckData && mpc.Form != option.MPCAckDataCsum) {
 			s.fallbackLocked("third ACK without MP_CAPABLE")
-			return
+			return true
 		}
 		if mpc.ReceiverKey != m.localKey {
 			s.fallbackLocked("MP_CAPABLE ACK echoes a key that is not ours")
-			return
+			return true
 		}
 		if mpc.Flags&option.FlagChecksum != 0 {
 			m.checksum.Store(true)
@@ -398,7 +409,7 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 	}
 
 	if !s.irsOK {
-		return
+		return true
 	}
 	if payloadLen > 0 || flags.Contains(header.TCPFlagFin) {
 		off := expand(s.rcvRef, seq-(s.irs+1))
@@ -424,32 +435,90 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 				HasChecksum: mpc.Form == option.MPCAckDataCsum, Checksum: mpc.Checksum})
 		}
 	}
-	if !set.Has(option.SubtypeDSS) {
-		return
+	if set.Has(option.SubtypeDSS) && !s.applyDSS(&set.DSS) {
+		s.counters.SegmentsDropped++
+		return false
 	}
-	d := &set.DSS
+	if payloadLen > 0 {
+		off := expand(s.rcvRef, seq-(s.irs+1))
+		end := off + uint64(payloadLen)
+		if end > s.rxRead && !s.rx.covers(max(off, s.rxRead), end) {
+			s.counters.SegmentsDropped++
+			return false
+		}
+	}
+	return true
+}
+
+// dsnWindow bounds how far from the connection's current position a DSN in
+// a DSS may be. Anything beyond it (an option mangled into something that
+// still parses) is not acted upon.
+const dsnWindow = 64 << 20
+
+// applyDSS takes the DATA_ACK, mapping and DATA_FIN of a DSS option. It
+// returns false, changing nothing, when a value is implausible: a DATA_ACK
+// beyond what we sent, a mapping or DATA_FIN far outside the receive
+// window, or a mapping that contradicts one received before for the same
+// subflow bytes.
+func (s *Subflow) applyDSS(d *option.DSS) bool {
+	m := s.meta
+	var ack uint64
+	if d.HasDataAck {
+		ack = d.DataAck
+		if !d.DataAck64 {
+			ack = expandDSN(m.sndUna.Load(), uint32(ack))
+		}
+		if ack > m.sndMax.Load() {
+			s.counters.ImplausibleDSS++
+			return false
+		}
+	}
+	var mp Mapping
+	var finDSN uint64
+	fin, hasMap := false, false
+	if d.HasMapping {
+		rcv := m.rcvNxt.Load()
+		dsn := d.DSN
+		if !d.DSN64 {
+			dsn = expandDSN(rcv, uint32(d.DSN))
+		}
+		dataLen := uint32(d.DataLen)
+		if d.DataFin {
+			if dataLen == 0 {
+				s.counters.ImplausibleDSS++
+				return false
+			}
+			dataLen-- // the DATA_FIN occupies the last DSN of the mapping
+			fin, finDSN = true, dsn+uint64(dataLen)
+		}
+		end := dsn + uint64(dataLen)
+		if end > rcv+dsnWindow || end+dsnWindow < rcv || fin && finDSN+1 < rcv {
+			s.counters.ImplausibleDSS++
+			return false
+		}
+		if dataLen > 0 && d.SSN != 0 {
+			mp = Mapping{Off: expand(s.rcvRef, d.SSN-1), DSN: dsn, Len: dataLen, WireLen: d.DataLen, SSN: d.SSN, HasChecksum: d.HasChecksum, Checksum: d.Checksum}
+			if !s.rx.consistent(mp) {
+				s.counters.ImplausibleDSS++
+				return false
+			}
+			hasMap = true
+		}
+	}
 	if s.role == Client {
 		s.fullyEstab = true
 	}
 	if d.HasDataAck {
-		m.onDataAck(d.DataAck, d.DataAck64)
+		m.onDataAck(ack)
 	}
-	if d.HasMapping {
-		dsn := d.DSN
-		if !d.DSN64 {
-			dsn = expandDSN(m.rcvNxt.Load(), uint32(d.DSN))
-		}
-		dataLen := uint32(d.DataLen)
-		if d.DataFin {
-			dataLen-- // the DATA_FIN occupies the last DSN of the mapping
-			m.onPeerFin(dsn + uint64(dataLen))
-			s.counters.DataFinRecvd++
-		}
-		if dataLen > 0 && d.SSN != 0 {
-			off := expand(s.rcvRef, d.SSN-1)
-			s.rx.insert(Mapping{Off: off, DSN: dsn, Len: dataLen, WireLen: d.DataLen, SSN: d.SSN, HasChecksum: d.HasChecksum, Checksum: d.Checksum})
-		}
+	if fin {
+		m.onPeerFin(finDSN)
+		s.counters.DataFinRecvd++
 	}
+	if hasMap {
+		s.rx.insert(mp)
+	}
+	return true
 }
 
 func be32(b []byte) uint32 {

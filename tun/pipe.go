@@ -326,10 +326,14 @@ func (d *direction) enqueue(pkts []*stack.PacketBuffer, mtu uint32) (int, tcpip.
 		if p.Jitter > 0 {
 			at += d.rng.Int64N(int64(p.Jitter))
 		}
-		if !p.Reorder {
-			at = max(at, d.lastAt)
+		if len(d.heap) == 0 {
+			d.lastAt = at // nothing in flight to keep order with
+		} else {
+			if !p.Reorder {
+				at = max(at, d.lastAt) // never overtake a packet in flight
+			}
+			d.lastAt = max(d.lastAt, at)
 		}
-		d.lastAt = max(d.lastAt, at)
 		// Keep the payload by reference: the new inbound packet shares the
 		// (copy-on-write) chunks of pkt's buffer.
 		in := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: pkt.ToBuffer()})

@@ -155,7 +155,7 @@ func TestInProcessMPTCP(t *testing.T) {
 		{name: "ipv6", size: 16 << 20, v6: true},
 		{name: "checksum-client", size: 16 << 20, ccsum: true, wantChecksumOn: true},
 		{name: "checksum-server", size: 16 << 20, scsum: true, wantChecksumOn: true},
-		{name: "loss1pct-delay20ms", size: 64 << 20, p: tun.LinkParams{Delay: 10 * time.Millisecond, Loss: 0.01, Seed: 7}},
+		{name: "loss1pct-delay20ms", size: 64 << 20, p: tun.LinkParams{Delay: 20 * time.Millisecond, Loss: 0.01, Seed: 7}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if testing.Short() && tc.size > 16<<20 {

@@ -27,7 +27,6 @@ func buildUmptcp(t *testing.T) string {
 	return bin
 }
 
-
 // tsharkCount counts the packets of a pcap that match a display filter,
 // with MPTCP analysis (and mapping analysis) on.
 func tsharkCount(t *testing.T, pcap, filter string) int {

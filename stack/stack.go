@@ -41,6 +41,7 @@ const defaultReceiveBuffer = 4 << 20
 type Stack struct {
 	gs     *gvstack.Stack
 	reg    *subflow.Registry
+	layers []*subflow.Layer
 	rcvBuf int
 
 	mu    sync.Mutex
@@ -75,7 +76,9 @@ func New(cfg Config) (*Stack, error) {
 			return nil, wrapf("link %d has no endpoint", i)
 		}
 		nic := tcpip.NICID(i + 1)
-		if err := gs.CreateNIC(nic, subflow.NewLayer(l.Endpoint, s.reg)); err != nil {
+		layer := subflow.NewLayer(l.Endpoint, s.reg)
+		s.layers = append(s.layers, layer)
+		if err := gs.CreateNIC(nic, layer); err != nil {
 			gs.Close()
 			return nil, wrapf("link %d: create NIC: %s", i, err)
 		}
@@ -143,6 +146,9 @@ func (s *Stack) Close() error {
 	}
 	for _, c := range conns {
 		c.abort()
+	}
+	for _, l := range s.layers {
+		l.Detach()
 	}
 	s.gs.Close()
 	s.gs.Wait()

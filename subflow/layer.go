@@ -2,6 +2,7 @@ package subflow
 
 import (
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/umptcp/umptcp/option"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -18,7 +19,8 @@ import (
 // the same stack.
 type Layer struct {
 	nested.Endpoint
-	reg *Registry
+	reg    *Registry
+	closed atomic.Bool
 }
 
 var _ stack.LinkEndpoint = (*Layer)(nil)
@@ -29,6 +31,16 @@ func NewLayer(child stack.LinkEndpoint, reg *Registry) *Layer {
 	l := &Layer{reg: reg}
 	l.Endpoint.Init(child, l)
 	return l
+}
+
+// Detach stops all traffic through the layer and detaches the child link,
+// waiting for its delivery goroutine to finish. Call it before closing the
+// gVisor stack: gVisor's Stack.Wait detaches links while holding the stack
+// lock, and a link goroutine still delivering a packet (which may need that
+// lock to answer it) would then deadlock.
+func (l *Layer) Detach() {
+	l.closed.Store(true)
+	l.Child().Attach(nil)
 }
 
 // Capabilities hides transmit checksum offload: the layer derives the
@@ -292,6 +304,9 @@ func appendOptionsTrimmedNoPad(dst []byte, opts []byte, room int) []byte {
 // DeliverNetworkPacket reads the MPTCP options of inbound segments before
 // gVisor sees them.
 func (l *Layer) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	if l.closed.Load() {
+		return
+	}
 	np, drop := l.inspectIn(proto, pkt)
 	if drop {
 		return

@@ -23,7 +23,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("umptcp demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	size := fs.Int64("size", 64<<20, "bytes to send in each direction")
-	rate := fs.Float64("rate", 400, "link rate in Mbit/s per direction (0 = unlimited)")
+	rate := fs.Float64("rate", 0, "link rate in Mbit/s per direction (0 = unlimited)")
 	delay := fs.Duration("delay", 5*time.Millisecond, "one-way link delay")
 	loss := fs.Float64("loss", 0, "packet loss probability per direction (0..1)")
 	csum := fs.Bool("checksum", false, "ask for DSS checksums")

@@ -1,0 +1,103 @@
+package subflow
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestExpand(t *testing.T) {
+	for _, tc := range []struct {
+		ref  uint64
+		v    uint32
+		want uint64
+	}{
+		{0, 0, 0},
+		{0, 100, 100},
+		{1 << 32, 5, 1<<32 + 5},
+		{1<<32 + 10, 0xfffffff0, 1<<32 - 16},        // just before a wrap
+		{1<<32 - 16, 10, 1<<32 + 10},                // just after it
+		{100, 0xffffff00, 0xffffff00},               // cannot go below zero
+		{5 << 32, 0xffffffff, 5<<32 - 1},            // one behind
+		{5<<32 + 1<<30, 0, 5 << 32},                 // well within half the space
+		{5<<32 - 1<<30, 0, 5 << 32},                 // same, from below
+		{1<<40 + 1<<31 - 1, 0, 1 << 40},             // the nearest is chosen
+		{1<<40 + 1<<31 + 1, 0, 1<<40 + 1<<32},       // on the other side
+		{1<<40 + 1<<31 + 1, 1 << 31, 1<<40 + 1<<31}, // exact half
+	} {
+		require.Equal(t, tc.want, expand(tc.ref, tc.v), "expand(%#x, %#x)", tc.ref, tc.v)
+	}
+	require.Equal(t, uint64(1<<32+7), expandDSN(1<<32-3, 7))
+	require.Equal(t, uint64(1<<32-3), expandDSN(1<<32+7, uint32(1<<32-3)))
+}
+
+func TestTxMap(t *testing.T) {
+	var m txMap
+	m.add(0, 1000, 100)
+	m.add(100, 1100, 50) // contiguous in both spaces: merged
+	require.Len(t, m.live(), 1)
+	m.add(150, 5000, 10) // a jump in DSN space (another subflow took 1150..4999)
+	require.Len(t, m.live(), 2)
+
+	dsn, n, ok := m.lookup(120)
+	require.True(t, ok)
+	require.Equal(t, uint64(1120), dsn)
+	require.Equal(t, uint64(30), n)
+	dsn, n, ok = m.lookup(155)
+	require.True(t, ok)
+	require.Equal(t, uint64(5005), dsn)
+	require.Equal(t, uint64(5), n)
+	_, _, ok = m.lookup(160)
+	require.False(t, ok)
+
+	m.truncate(155) // the endpoint took only 5 of the last 10 bytes
+	_, n, ok = m.lookup(150)
+	require.True(t, ok)
+	require.Equal(t, uint64(5), n)
+	m.truncate(120)
+	require.Len(t, m.live(), 1)
+
+	m.ackTo(110)
+	dsn, _, ok = m.lookup(110)
+	require.True(t, ok)
+	require.Equal(t, uint64(1110), dsn)
+	_, _, ok = m.lookup(109)
+	require.False(t, ok)
+	m.ackTo(500)
+	require.Empty(t, m.live())
+
+	// Many entries acknowledged: the table compacts instead of growing.
+	for i := uint64(0); i < 1000; i++ {
+		m.add(1000+i*10, 1e6+i*100, 10)
+		m.ackTo(1000 + i*10)
+	}
+	require.Less(t, len(m.e), 100)
+}
+
+func TestRxMap(t *testing.T) {
+	var r rxMap
+	r.insert(Mapping{Off: 100, DSN: 2100, Len: 100})
+	r.insert(Mapping{Off: 0, DSN: 2000, Len: 100})
+	r.insert(Mapping{Off: 0, DSN: 2000, Len: 100}) // a retransmission repeats it
+	r.insert(Mapping{Off: 300, DSN: 9000, Len: 50})
+	require.Len(t, r.e, 3)
+	require.True(t, r.covers(0, 200))
+	require.True(t, r.covers(150, 200))
+	require.False(t, r.covers(150, 250), "a hole at 200..299")
+	require.False(t, r.covers(290, 310))
+	require.True(t, r.covers(300, 350))
+
+	require.True(t, r.consistent(Mapping{Off: 50, DSN: 2050, Len: 100}))
+	require.False(t, r.consistent(Mapping{Off: 50, DSN: 7777, Len: 10}), "the same bytes, another DSN")
+	require.True(t, r.consistent(Mapping{Off: 200, DSN: 1, Len: 100}), "no overlap")
+
+	m, ok := r.find(150)
+	require.True(t, ok)
+	require.Equal(t, uint64(2100), m.DSN)
+	require.Len(t, r.e, 2, "mappings behind the reader are dropped")
+	_, ok = r.find(250)
+	require.False(t, ok)
+	m, ok = r.find(320)
+	require.True(t, ok)
+	require.Equal(t, uint64(9000), m.DSN)
+}

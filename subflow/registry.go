@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/umptcp/umptcp/option"
 )
@@ -144,8 +145,21 @@ func (r *Registry) acceptSYN(t Tuple, peerWantsChecksum bool) *Subflow {
 	s := newSubflow(r, t, Server, m)
 	s.st = stateSynReceived
 	r.flows[t] = s
+	// A handshake that never completes (a lost peer, a SYN flood) must not
+	// keep its context forever.
+	time.AfterFunc(handshakeTimeout, func() {
+		s.mu.Lock()
+		stale := s.st == stateSynReceived
+		s.mu.Unlock()
+		if stale {
+			s.Close()
+		}
+	})
 	return s
 }
+
+// handshakeTimeout is how long a server subflow may wait for the third ACK.
+const handshakeTimeout = 75 * time.Second
 
 func (r *Registry) remove(s *Subflow) {
 	r.mu.Lock()

@@ -223,84 +223,6 @@ func buildTCPHeader(dst []byte, old header.TCP, mp []byte) (header.TCP, bool) {
 	return h, trimmed
 }
 
-// optsLen is the length of opts without trailing EOL padding.
-func optsLen(opts []byte) int {
-	n := len(opts)
-	for n > 0 && opts[n-1] == header.TCPOptionEOL {
-		n--
-	}
-	return n
-}
-
-// appendOptionsTrimmed copies opts except SACK blocks, then as many SACK
-// blocks as fit into room bytes in total.
-func appendOptionsTrimmed(dst []byte, opts []byte, room int) []byte {
-	start := len(dst)
-	var sack []byte
-	for i := 0; i < len(opts); {
-		k := opts[i]
-		if k == header.TCPOptionEOL {
-			break
-		}
-		if k == header.TCPOptionNOP {
-			i++
-			continue // NOPs are re-added as padding at the end
-		}
-		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
-			break
-		}
-		l := int(opts[i+1])
-		if k == header.TCPOptionSACK {
-			sack = opts[i : i+l]
-		} else if len(dst)-start+l <= room {
-			if k == header.TCPOptionTS {
-				dst = append(dst, header.TCPOptionNOP, header.TCPOptionNOP) // keep the usual alignment
-			}
-			dst = append(dst, opts[i:i+l]...)
-		}
-		i += l
-	}
-	if len(sack) >= 10 {
-		free := room - (len(dst) - start)
-		blocks := (free - 2) / 8
-		if have := (len(sack) - 2) / 8; blocks > have {
-			blocks = have
-		}
-		if blocks > 0 {
-			dst = append(dst, header.TCPOptionSACK, byte(2+8*blocks))
-			dst = append(dst, sack[2:2+8*blocks]...)
-		}
-	}
-	if len(dst)-start > room { // alignment NOPs overflowed: drop them
-		dst = dst[:start]
-		return appendOptionsTrimmedNoPad(dst, opts, room)
-	}
-	return dst
-}
-
-func appendOptionsTrimmedNoPad(dst []byte, opts []byte, room int) []byte {
-	start := len(dst)
-	for i := 0; i < len(opts); {
-		k := opts[i]
-		if k == header.TCPOptionEOL {
-			break
-		}
-		if k == header.TCPOptionNOP {
-			i++
-			continue
-		}
-		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
-			break
-		}
-		l := int(opts[i+1])
-		if k != header.TCPOptionSACK && len(dst)-start+l <= room {
-			dst = append(dst, opts[i:i+l]...)
-		}
-		i += l
-	}
-	return dst
-}
-
 // DeliverNetworkPacket reads the MPTCP options of inbound segments before
 // gVisor sees them.
 func (l *Layer) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
@@ -401,22 +323,16 @@ const mptcpOverhead = 28
 // it could send. With SACK on that is already the full 40 bytes; without
 // SACK it reserves only the timestamps, and the DSS would overflow the MTU.
 func needsMSSClamp(opts []byte) bool {
-	for i := 0; i < len(opts); {
-		switch opts[i] {
-		case header.TCPOptionEOL:
+	for i := 0; ; {
+		kind, _, next, ok := nextOption(opts, i)
+		if !ok {
 			return true
-		case header.TCPOptionNOP:
-			i++
-			continue
-		case header.TCPOptionSACKPermitted:
+		}
+		if kind == header.TCPOptionSACKPermitted {
 			return false
 		}
-		if i+1 >= len(opts) || opts[i+1] < 2 {
-			return true
-		}
-		i += int(opts[i+1])
+		i = next
 	}
-	return true
 }
 
 // clampMSS returns a copy of a SYN or SYN-ACK whose MSS option is lowered by
@@ -425,29 +341,21 @@ func clampMSS(pkt *stack.PacketBuffer, ipLen, tcpLen int, seg *segment) *stack.P
 	raw := pkt.Data().AsRange().ToSlice()
 	h := header.TCP(raw[ipLen : ipLen+tcpLen])
 	opts := h.Options()
-	for i := 0; i < len(opts); {
-		if opts[i] == header.TCPOptionEOL {
+	for i := 0; ; {
+		kind, o, next, ok := nextOption(opts, i)
+		if !ok {
 			break
 		}
-		if opts[i] == header.TCPOptionNOP {
-			i++
-			continue
-		}
-		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
-			break
-		}
-		if opts[i] == header.TCPOptionMSS && opts[i+1] == 4 {
-			mss := uint16(opts[i+2])<<8 | uint16(opts[i+3])
-			if mss > 536+mptcpOverhead {
+		if kind == header.TCPOptionMSS && len(o) == 4 {
+			if mss := uint16(o[2])<<8 | uint16(o[3]); mss > 536+mptcpOverhead {
 				mss -= mptcpOverhead
-				opts[i+2], opts[i+3] = byte(mss>>8), byte(mss)
+				o[2], o[3] = byte(mss>>8), byte(mss)
 				h.SetChecksum(0)
-				sum := checksum.Combine(seg.pseudo(len(raw)-ipLen), checksum.Checksum(raw[ipLen:], 0))
-				h.SetChecksum(^sum)
+				h.SetChecksum(^checksum.Combine(seg.pseudo(len(raw)-ipLen), checksum.Checksum(raw[ipLen:], 0)))
 			}
 			break
 		}
-		i += int(opts[i+1])
+		i = next
 	}
 	return stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(raw)})
 }

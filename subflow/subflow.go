@@ -325,24 +325,17 @@ func (s *Subflow) noteLast(h header.TCP, next uint32) {
 	s.last.wnd = h.WindowSize()
 	s.last.hasTS = false
 	opts := h.Options()
-	for i := 0; i < len(opts); {
-		k := opts[i]
-		if k == header.TCPOptionEOL {
+	for i := 0; ; {
+		kind, o, next, ok := nextOption(opts, i)
+		if !ok {
 			break
 		}
-		if k == header.TCPOptionNOP {
-			i++
-			continue
-		}
-		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
-			break
-		}
-		if k == header.TCPOptionTS && opts[i+1] == 10 {
+		if kind == header.TCPOptionTS && len(o) == 10 {
 			s.last.hasTS = true
-			s.last.tsVal = be32(opts[i+2:])
-			s.last.tsEcr = be32(opts[i+6:])
+			s.last.tsVal = be32(o[2:])
+			s.last.tsEcr = be32(o[6:])
 		}
-		i += int(opts[i+1])
+		i = next
 	}
 }
 

@@ -11,8 +11,6 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -29,25 +27,43 @@ type PcapFile struct {
 	closed  bool
 }
 
-// NewPcapFile writes the pcap file header to w.
+// NewPcapFile writes the pcap file header (link type RAW) to w.
 func NewPcapFile(w io.Writer) (*PcapFile, error) {
 	if w == nil {
 		return nil, errors.New("tun: NewPcapFile needs a writer")
 	}
+	return newPcapFile(w, layers.LinkTypeRaw)
+}
+
+func newPcapFile(w io.Writer, lt layers.LinkType) (*PcapFile, error) {
 	f := &PcapFile{bw: bufio.NewWriterSize(w, 64<<10)}
 	f.pw = pcapgo.NewWriterNanos(f.bw)
-	if err := f.pw.WriteFileHeader(captureSnaplen, layers.LinkTypeRaw); err != nil {
+	if err := f.pw.WriteFileHeader(captureSnaplen, lt); err != nil {
 		return nil, fmt.Errorf("tun: pcap header: %w", err)
 	}
 	return f, nil
 }
 
 // Wrap returns ep with every packet in and out recorded to f. ep must carry
-// raw IP packets (no link header).
-func (f *PcapFile) Wrap(ep stack.LinkEndpoint) stack.LinkEndpoint {
-	c := &pcapTap{f: f}
+// raw IP packets (no link header). Closing the endpoint leaves f open.
+func (f *PcapFile) Wrap(ep stack.LinkEndpoint) *CaptureEndpoint { return f.wrap(ep, false) }
+
+func (f *PcapFile) wrap(ep stack.LinkEndpoint, owns bool) *CaptureEndpoint {
+	c := &CaptureEndpoint{f: f, owns: owns}
 	c.Endpoint.Init(ep, c)
 	return c
+}
+
+// Flush writes buffered packets out; it returns the first write error.
+func (f *PcapFile) Flush() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		if err := f.bw.Flush(); err != nil {
+			f.err = fmt.Errorf("tun: pcap flush: %w", err)
+		}
+	}
+	return f.err
 }
 
 // Packets returns how many packets were written.
@@ -91,22 +107,4 @@ func (f *PcapFile) record(pkt *stack.PacketBuffer) {
 		return
 	}
 	f.packets++
-}
-
-// pcapTap is the link endpoint PcapFile.Wrap returns.
-type pcapTap struct {
-	nested.Endpoint
-	f *PcapFile
-}
-
-func (c *pcapTap) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	c.f.record(pkt)
-	c.Endpoint.DeliverNetworkPacket(proto, pkt)
-}
-
-func (c *pcapTap) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	for _, pkt := range pkts.AsSlice() {
-		c.f.record(pkt)
-	}
-	return c.Endpoint.WritePackets(pkts)
 }

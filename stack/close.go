@@ -36,12 +36,15 @@ func (c *Conn) Close() error {
 }
 
 // controlLoop follows the data level: the peer's DATA_FIN arriving after
-// all data, and the close of the subflow once the application closed.
+// all data, and the close of the subflow once the connection is closed at
+// the data level in both directions (our DATA_FIN acknowledged, the peer's
+// reached), as Linux does, or the application closed it and the peer did
+// not answer within lingerTimeout.
 func (c *Conn) controlLoop() {
 	defer close(c.done)
 	defer c.s.untrack(c)
 	var deadline <-chan time.Time
-	closing := c.closing
+	closing, readerDone := c.closing, c.readerDone
 	for {
 		select {
 		case <-c.meta.Changed():
@@ -54,28 +57,37 @@ func (c *Conn) controlLoop() {
 		case <-closing:
 			closing = nil
 			deadline = time.After(lingerTimeout)
-		case <-c.readerDone:
-			if closing == nil { // closed by the app and the peer's FIN came
-				c.finish(false)
-				return
-			}
-			// The subflow ended while the application still holds the
-			// connection: wait for Close.
-			<-c.closing
-			c.finish(false)
-			return
+		case <-readerDone:
+			readerDone = nil
 		case <-deadline:
 			c.finish(true)
 			return
 		}
-		if closing == nil && c.meta.DataFinAcked() {
-			if _, ok := c.meta.PeerFin(); ok {
-				// Both DATA_FINs are through: close the subflow with
-				// a TCP FIN and wait for the peer's.
-				c.tc.CloseWrite()
+		switch {
+		case c.dataLevelClosed():
+			// Both DATA_FINs are through: close the subflow with a TCP
+			// FIN and wait for the peer's.
+			c.tc.CloseWrite()
+			if readerDone == nil {
+				c.finish(false)
+				return
 			}
+		case readerDone == nil && closing == nil:
+			// The subflow ended (reset, or FIN without DATA_FIN) and the
+			// application closed: nothing more can happen.
+			c.finish(false)
+			return
 		}
 	}
+}
+
+func (c *Conn) dataLevelClosed() bool {
+	if !c.meta.DataFinAcked() {
+		return false
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	return c.eof
 }
 
 // finish releases the subflow: gracefully (the TCP FIN exchange is done or

@@ -24,8 +24,9 @@ type Conn struct {
 	sf   *subflow.Subflow // nil when the peer never offered MPTCP
 	meta *subflow.Meta
 
-	mptcp       bool
-	fallbackWhy string
+	mptcp         bool
+	fallbackWhy   string
+	local, remote *net.TCPAddr // kept: gVisor forgets them once the endpoint closes
 
 	// receive side, guarded by rmu
 	rmu       sync.Mutex
@@ -57,6 +58,14 @@ var _ net.Conn = (*Conn)(nil)
 func newConn(s *Stack, tc *gonet.TCPConn, ep tcpip.Endpoint, sf *subflow.Subflow) *Conn {
 	c := &Conn{s: s, tc: tc, ep: ep, sf: sf, closing: make(chan struct{}), readerDone: make(chan struct{}), done: make(chan struct{})}
 	c.rcond.L = &c.rmu
+	c.local, _ = tc.LocalAddr().(*net.TCPAddr)
+	c.remote, _ = tc.RemoteAddr().(*net.TCPAddr)
+	if c.local == nil {
+		c.local = &net.TCPAddr{}
+	}
+	if c.remote == nil {
+		c.remote = &net.TCPAddr{}
+	}
 	switch {
 	case sf == nil:
 		c.fallbackWhy = "peer did not offer MPTCP"
@@ -95,10 +104,10 @@ func (c *Conn) FallbackReason() string {
 }
 
 // LocalAddr returns the local address of the (first) subflow.
-func (c *Conn) LocalAddr() net.Addr { return c.tc.LocalAddr() }
+func (c *Conn) LocalAddr() net.Addr { return c.local }
 
 // RemoteAddr returns the peer's address of the (first) subflow.
-func (c *Conn) RemoteAddr() net.Addr { return c.tc.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 // SetDeadline sets both deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
@@ -163,8 +172,8 @@ func (c *Conn) Stats() ConnStats {
 	st.BytesReceived = c.bytesRecv
 	c.rmu.Unlock()
 	ss := SubflowStats{
-		Local:  c.tc.LocalAddr().(*net.TCPAddr).AddrPort(),
-		Remote: c.tc.RemoteAddr().(*net.TCPAddr).AddrPort(),
+		Local:  unmapAP(c.local.AddrPort()),
+		Remote: unmapAP(c.remote.AddrPort()),
 	}
 	var info tcpip.TCPInfoOption
 	if c.ep != nil && c.ep.GetSockOpt(&info) == nil {

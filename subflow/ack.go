@@ -96,7 +96,7 @@ func (s *Subflow) sendPureAckLocked(withFin bool) {
 		d.HasDataAck, d.DataAck64, d.DataAck = true, true, m.rcvNxt.Load()
 		s.sentAck = d.DataAck
 	}
-	if fin := m.finSeq.Load(); fin != 0 && (withFin || s.sndHigh >= s.written) {
+	if fin := m.finSeq.Load(); fin != 0 && (withFin || s.sndHigh >= s.written) && !m.DataFinAcked() {
 		s.addDataFin(&d, fin-1)
 	}
 	if !d.HasDataAck && !d.HasMapping {
@@ -144,7 +144,7 @@ func (l *Layer) writePureAck(t Tuple, seq, ack uint32, wnd uint16, opts []byte) 
 	})
 	copy(th[header.TCPMinimumSize:], opts)
 	ip := pkt.NetworkHeader().Push(ipLen)
-	seg := segment{v6: v6, ip: ip, tcp: th, src: t.Local.Addr(), dst: t.Remote.Addr()}
+	seg := segment{v6: v6, ip: ip, tcp: th, srcA: addr(t.Local), dstA: addr(t.Remote)}
 	if v6 {
 		header.IPv6(ip).Encode(&header.IPv6Fields{
 			PayloadLength:     uint16(tcpLen),

@@ -62,6 +62,7 @@ type segment struct {
 	ip         []byte
 	tcp        header.TCP
 	src, dst   netip.Addr
+	srcA, dstA tcpip.Address // the same, as gVisor wants them
 	payloadLen int
 }
 
@@ -76,18 +77,22 @@ func parseHeaders(ip []byte, v6 bool, tcp []byte, payloadLen int) (segment, bool
 		}
 		s.src = netip.AddrFrom16([16]byte(ip[8:24]))
 		s.dst = netip.AddrFrom16([16]byte(ip[24:40]))
+		s.srcA = tcpip.AddrFrom16([16]byte(ip[8:24]))
+		s.dstA = tcpip.AddrFrom16([16]byte(ip[24:40]))
 	} else {
 		if len(ip) < header.IPv4MinimumSize {
 			return s, false
 		}
 		s.src = netip.AddrFrom4([4]byte(ip[12:16]))
 		s.dst = netip.AddrFrom4([4]byte(ip[16:20]))
+		s.srcA = tcpip.AddrFrom4([4]byte(ip[12:16]))
+		s.dstA = tcpip.AddrFrom4([4]byte(ip[16:20]))
 	}
 	return s, true
 }
 
 func (s *segment) pseudo(tcpLen int) uint16 {
-	return header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpip.AddrFromSlice(s.src.AsSlice()), tcpip.AddrFromSlice(s.dst.AsSlice()), uint16(tcpLen))
+	return header.PseudoHeaderChecksum(header.TCPProtocolNumber, s.srcA, s.dstA, uint16(tcpLen))
 }
 
 // payloadSum derives the one's-complement sum of the payload from the TCP

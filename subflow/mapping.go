@@ -117,9 +117,57 @@ type Mapping struct {
 }
 
 // rxMap keeps the peer's mappings, sorted by offset, until the reader has
-// consumed their bytes.
+// consumed their bytes. Contiguous mappings without checksums are merged,
+// so in steady state the table holds one entry and adding to it is O(1).
 type rxMap struct {
 	e []Mapping
+}
+
+// add records m. It returns false, changing nothing, when m contradicts a
+// known mapping of the same subflow bytes.
+func (r *rxMap) add(m Mapping) bool {
+	if n := len(r.e); n > 0 {
+		last := &r.e[n-1]
+		end := last.Off + uint64(last.Len)
+		switch {
+		case m.Off == end && m.DSN == last.DSN+uint64(last.Len) && !m.HasChecksum && !last.HasChecksum &&
+			uint64(last.Len)+uint64(m.Len) < 1<<31:
+			last.Len += m.Len // the common case: the next segment's mapping
+			return true
+		case m.Off < end:
+			if !r.consistent(m) {
+				return false
+			}
+			if r.within(m) {
+				return true // a retransmission of known bytes
+			}
+		}
+	}
+	r.insert(m)
+	return true
+}
+
+// acceptable reports whether add would take m: it never contradicts a
+// mapping it does not overlap, so only the tail is examined in order.
+func (r *rxMap) acceptable(m Mapping) bool {
+	if n := len(r.e); n == 0 || m.Off >= r.e[n-1].Off+uint64(r.e[n-1].Len) {
+		return true
+	}
+	return r.consistent(m)
+}
+
+// within reports whether one known mapping covers all of m.
+func (r *rxMap) within(m Mapping) bool {
+	for i := len(r.e) - 1; i >= 0; i-- {
+		e := r.e[i]
+		if e.Off <= m.Off && m.Off+uint64(m.Len) <= e.Off+uint64(e.Len) && e.HasChecksum == m.HasChecksum {
+			return true
+		}
+		if e.Off+uint64(e.Len) <= m.Off {
+			break
+		}
+	}
+	return false
 }
 
 // insert adds m unless a mapping with the same start is known already

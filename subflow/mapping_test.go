@@ -101,3 +101,22 @@ func TestRxMap(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, uint64(9000), m.DSN)
 }
+
+func TestRxMapMergesContiguous(t *testing.T) {
+	var r rxMap
+	for i := uint64(0); i < 1000; i++ {
+		require.True(t, r.add(Mapping{Off: i * 1400, DSN: 5000 + i*1400, Len: 1400}))
+	}
+	require.Len(t, r.e, 1, "in-order mappings merge")
+	require.True(t, r.add(Mapping{Off: 2800, DSN: 7800, Len: 1400}), "a retransmission")
+	require.Len(t, r.e, 1)
+	require.False(t, r.add(Mapping{Off: 2800, DSN: 1, Len: 1400}), "a contradiction")
+	require.True(t, r.add(Mapping{Off: 1400 * 1000, DSN: 9e9, Len: 10}), "a jump in DSN space starts a new entry")
+	require.Len(t, r.e, 2)
+	require.True(t, r.add(Mapping{Off: 1400*1000 + 10, DSN: 9e9 + 10, Len: 10, HasChecksum: true}), "checksummed mappings stay apart")
+	require.Len(t, r.e, 3)
+	m, ok := r.find(1400*500 + 7)
+	require.True(t, ok)
+	require.Equal(t, uint64(5000), m.DSN)
+	require.Equal(t, uint64(1400*500+7+5000), m.DSN+(1400*500+7-m.Off))
+}

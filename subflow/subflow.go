@@ -290,7 +290,7 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 				d.Checksum = option.DSSChecksum(dsn, d.SSN, d.DataLen, payloadSum)
 			}
 		}
-	} else if fin := m.finSeq.Load(); fin != 0 && s.sndHigh >= s.written {
+	} else if fin := m.finSeq.Load(); fin != 0 && s.sndHigh >= s.written && !m.DataFinAcked() {
 		s.addDataFin(&d, fin-1)
 	}
 	if !d.HasDataAck && !d.HasMapping {
@@ -424,7 +424,7 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 	if set.Has(option.SubtypeMPCapable) && s.role == Server {
 		mpc := &set.MPCapable
 		if (mpc.Form == option.MPCAckData || mpc.Form == option.MPCAckDataCsum) && mpc.DataLen > 0 {
-			s.rx.insert(Mapping{Off: 0, DSN: m.remoteIDSN + 1, Len: uint32(mpc.DataLen), WireLen: mpc.DataLen, SSN: 1,
+			s.rx.add(Mapping{Off: 0, DSN: m.remoteIDSN + 1, Len: uint32(mpc.DataLen), WireLen: mpc.DataLen, SSN: 1,
 				HasChecksum: mpc.Form == option.MPCAckDataCsum, Checksum: mpc.Checksum})
 		}
 	}
@@ -491,7 +491,7 @@ func (s *Subflow) applyDSS(d *option.DSS) bool {
 		}
 		if dataLen > 0 && d.SSN != 0 {
 			mp = Mapping{Off: expand(s.rcvRef, d.SSN-1), DSN: dsn, Len: dataLen, WireLen: d.DataLen, SSN: d.SSN, HasChecksum: d.HasChecksum, Checksum: d.Checksum}
-			if !s.rx.consistent(mp) {
+			if !s.rx.acceptable(mp) {
 				s.counters.ImplausibleDSS++
 				return false
 			}
@@ -509,7 +509,7 @@ func (s *Subflow) applyDSS(d *option.DSS) bool {
 		s.counters.DataFinRecvd++
 	}
 	if hasMap {
-		s.rx.insert(mp)
+		s.rx.add(mp) // consistent, checked above
 	}
 	return true
 }

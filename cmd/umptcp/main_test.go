@@ -53,3 +53,14 @@ func TestNCBadTunSpec(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Equal(t, 1, strings.Count(strings.TrimSpace(errOut), "\n")+1, "one line: %q", errOut)
 }
+
+func TestNCFlagsAnywhere(t *testing.T) {
+	// Flags after the operands are parsed too: the error is about the
+	// missing --tun, not about the operands.
+	code, _, errOut := runCmd("nc", "10.0.0.1", "80", "-v")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--tun")
+	code, _, errOut = runCmd("nc", "-l", "80", "--tun", "bad")
+	require.Equal(t, 1, code)
+	require.NotContains(t, errOut, "expected")
+}

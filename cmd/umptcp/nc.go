@@ -58,13 +58,21 @@ func nc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.Var(&o.tuns, "tun", "`NAME,STACKADDR/PREFIX,HOSTADDR`: a TUN device for the stack (repeatable)")
 	fs.BoolVar(&o.checksum, "checksum", false, "ask the peer for DSS checksums")
 	fs.DurationVar(&o.timeout, "w", 30*time.Second, "timeout for connecting or accepting")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	// Flags may also follow HOST and PORT, as with most netcats.
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
 		}
-		return 2
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	rest := fs.Args()
 	want := 2
 	if o.listen {
 		want = 1
@@ -85,7 +93,7 @@ func nc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	o.port = uint16(p)
 	if !o.listen {
-		o.host = rest[0]
+		o.host = strings.TrimSuffix(strings.TrimPrefix(rest[0], "["), "]")
 	}
 	if err := runNC(o, stdin, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "umptcp nc: %v\n", err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/umptcp/umptcp/stack"
 	"github.com/umptcp/umptcp/tun"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // The umptcp-vs-kernel tests: umptcp's stack on one side of a TUN device
@@ -66,6 +67,13 @@ type umptcpRig struct {
 // is closed when the test ends, the stack first.
 func newUmptcpRig(t *testing.T, fam tunFamily, kernel RigOptions, ours stack.Config) *umptcpRig {
 	t.Helper()
+	return newUmptcpRigWrapped(t, fam, kernel, ours, nil)
+}
+
+// newUmptcpRigWrapped is newUmptcpRig with wrap (if not nil) put between
+// the TUN device and our stack, e.g. to drop packets.
+func newUmptcpRigWrapped(t *testing.T, fam tunFamily, kernel RigOptions, ours stack.Config, wrap func(gvstack.LinkEndpoint) gvstack.LinkEndpoint) *umptcpRig {
+	t.Helper()
 	if kernel.Name == "" {
 		kernel.Name = "kern"
 	}
@@ -78,7 +86,11 @@ func newUmptcpRig(t *testing.T, fam tunFamily, kernel RigOptions, ours stack.Con
 			closeWithin(t, "tun.Device.Close", dev.Close)
 		}
 	})
-	ours.Links = []stack.Link{{Endpoint: dev.LinkEndpoint(), Addrs: []netip.Prefix{fam.stack}}}
+	ep := dev.LinkEndpoint()
+	if wrap != nil {
+		ep = wrap(ep)
+	}
+	ours.Links = []stack.Link{{Endpoint: ep, Addrs: []netip.Prefix{fam.stack}}}
 	s, err := stack.New(ours)
 	require.NoError(t, err, "stack.New")
 	t.Cleanup(func() { stackClosed = closeWithin(t, "stack.Close", s.Close) })

@@ -20,6 +20,10 @@ const dataFinRTO = 200 * time.Millisecond
 
 const maxDataFinTries = 12
 
+// dataFinPoll is how often a pending DATA_FIN checks whether the data
+// before it has all left (gVisor sends at its own pace).
+const dataFinPoll = 20 * time.Millisecond
+
 // AckIfStale arranges for the current DATA_ACK to reach the peer soon: if
 // no segment carries it within ackDelay, a pure ACK does. The stack calls it
 // after the connection's receive position advanced.
@@ -66,15 +70,17 @@ func (s *Subflow) dataFinTick() {
 }
 
 func (s *Subflow) dataFinTickLocked() {
-	if s.meta.DataFinAcked() || s.st != stateEstablished || s.finTries >= maxDataFinTries {
+	if s.meta.DataFinAcked() || s.st != stateEstablished || s.finTries >= maxDataFinTries || s.last.closed {
 		return
 	}
-	// Wait for every data byte to leave first: the DATA_FIN follows them.
+	d := dataFinPoll
 	if s.sndHigh >= s.written {
+		// Every data byte has left: the DATA_FIN follows them, and is
+		// sent again, with backoff, until acknowledged.
 		s.sendPureAckLocked(true)
+		d = dataFinRTO << min(s.finTries, 5)
+		s.finTries++
 	}
-	d := dataFinRTO << min(s.finTries, 5)
-	s.finTries++
 	if s.finTimer == nil {
 		s.finTimer = time.AfterFunc(d, s.dataFinTick)
 	} else {

@@ -318,11 +318,20 @@ func (s *Subflow) mpcFlags() uint8 {
 	return f
 }
 
+// noteLast remembers what a pure ACK of ours must say. Sequence and
+// acknowledgment numbers only move forward: after a retransmission (a lower
+// sequence number) a pure ACK must still carry SND.NXT, or the peer finds
+// it outside its window and drops it, DATA_FIN and all.
 func (s *Subflow) noteLast(h header.TCP, next uint32) {
+	ack := h.AckNumber()
+	if !s.last.valid || seqAfter(next, s.last.seq) {
+		s.last.seq = next
+	}
+	if !s.last.valid || !seqAfter(s.last.ack, ack) {
+		s.last.ack = ack
+		s.last.wnd = h.WindowSize()
+	}
 	s.last.valid = true
-	s.last.seq = next
-	s.last.ack = h.AckNumber()
-	s.last.wnd = h.WindowSize()
 	s.last.hasTS = false
 	opts := h.Options()
 	for i := 0; ; {
@@ -513,6 +522,10 @@ func (s *Subflow) applyDSS(d *option.DSS) bool {
 	}
 	return true
 }
+
+// seqAfter reports whether 32-bit sequence number a is after b (RFC 793
+// arithmetic modulo 2^32).
+func seqAfter(a, b uint32) bool { return int32(a-b) > 0 }
 
 func be32(b []byte) uint32 {
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])

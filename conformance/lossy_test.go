@@ -26,8 +26,10 @@ func TestUmptcpKernelLossy(t *testing.T) {
 				name := map[bool]string{true: "UmptcpClient", false: "UmptcpServer"}[kernelServer] + map[bool]string{true: "/Checksum", false: "/NoChecksum"}[csum]
 				t.Run(name, func(t *testing.T) {
 					var imp *tun.Impaired
+					sizes := &sizeWatch{}
 					u := newUmptcpRigWrapped(t, fam, RigOptions{Checksum: csum}, stack.Config{}, func(ep gvstack.LinkEndpoint) gvstack.LinkEndpoint {
-						imp = tun.Impair(ep, 0.01, 0.01, 7)
+						sizes.Endpoint.Init(ep, sizes)
+						imp = tun.Impair(sizes, 0.01, 0.01, 7)
 						return imp
 					})
 					before := u.Nstat()
@@ -46,6 +48,7 @@ func TestUmptcpKernelLossy(t *testing.T) {
 						require.Zero(t, k.ChecksumFailures)
 						require.Zero(t, k.ImplausibleDSS)
 					}
+					require.LessOrEqual(t, sizes.max.Load(), int64(tun.DefaultMTU), "every packet fits the MTU")
 				})
 			}
 		}
@@ -97,4 +100,61 @@ func TestUmptcpKernelThirdACKLost(t *testing.T) {
 			RequireUnchanged(t, diff, MPCapableErrorCounters...)
 		})
 	}
+}
+
+// TestUmptcpKernelTCPOptionVariants: a kernel peer without SACK (our MSS
+// clamp keeps DSS-carrying segments within the MTU), without timestamps
+// (the DSS shares the option space with SACK blocks instead), and without
+// either, over a lossy path, in both roles.
+func TestUmptcpKernelTCPOptionVariants(t *testing.T) {
+	const size = 8 << 20
+	for _, v := range []struct {
+		name    string
+		sysctls map[string]string
+	}{
+		{"NoSACK", map[string]string{"net.ipv4.tcp_sack": "0"}},
+		{"NoTimestamps", map[string]string{"net.ipv4.tcp_timestamps": "0"}},
+		{"NoSACKNoTimestamps", map[string]string{"net.ipv4.tcp_sack": "0", "net.ipv4.tcp_timestamps": "0"}},
+	} {
+		for _, kernelServer := range []bool{true, false} {
+			t.Run(v.name+map[bool]string{true: "/UmptcpClient", false: "/UmptcpServer"}[kernelServer], func(t *testing.T) {
+				var sizes *sizeWatch
+				u := newUmptcpRigWrapped(t, tunFamilies[0], RigOptions{Sysctls: v.sysctls, Checksum: true}, stack.Config{}, func(ep gvstack.LinkEndpoint) gvstack.LinkEndpoint {
+					sizes = &sizeWatch{}
+					sizes.Endpoint.Init(ep, sizes)
+					return tun.Impair(sizes, 0.005, 0.005, 11)
+				})
+				before := u.Nstat()
+				ours, kernel := u.connect(t, kernelServer)
+				requireOursMPTCP(t, ours, kernel, true)
+				require.NoError(t, Exchange(u.Ctx, ours, kernel, ExchangeOptions{AtoB: size, BtoA: size}))
+				diff := u.Nstat().Diff(before)
+				RequireUnchanged(t, diff, MPCapableErrorCounters...)
+				for _, k := range ours.SubflowCounters() {
+					require.Zero(t, k.UnmappedSegments)
+					require.Zero(t, k.ChecksumFailures)
+				}
+				require.LessOrEqual(t, sizes.max.Load(), int64(tun.DefaultMTU), "every packet fits the MTU")
+				require.Greater(t, sizes.max.Load(), int64(tun.DefaultMTU-100), "full-sized segments were sent")
+			})
+		}
+	}
+}
+
+// sizeWatch records the largest packet our stack writes.
+type sizeWatch struct {
+	nested.Endpoint
+	max atomic.Int64
+}
+
+func (w *sizeWatch) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
+	for _, pkt := range pkts.AsSlice() {
+		for n := int64(pkt.Size()); ; {
+			cur := w.max.Load()
+			if n <= cur || w.max.CompareAndSwap(cur, n) {
+				break
+			}
+		}
+	}
+	return w.Endpoint.WritePackets(pkts)
 }

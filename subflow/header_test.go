@@ -66,8 +66,20 @@ func TestBuildTCPHeader(t *testing.T) {
 	}
 }
 
-func TestNeedsMSSClamp(t *testing.T) {
-	require.False(t, needsMSSClamp([]byte{header.TCPOptionMSS, 4, 5, 180, header.TCPOptionSACKPermitted, 2}))
-	require.True(t, needsMSSClamp([]byte{header.TCPOptionMSS, 4, 5, 180, header.TCPOptionNOP, header.TCPOptionNOP}))
-	require.True(t, needsMSSClamp(nil))
+func TestMSSClamp(t *testing.T) {
+	mss := []byte{header.TCPOptionMSS, 4, 5, 180}
+	sack := []byte{header.TCPOptionSACKPermitted, 2}
+	ts := []byte{header.TCPOptionTS, 10, 0, 0, 0, 1, 0, 0, 0, 0}
+	cat := func(parts ...[]byte) []byte {
+		var b []byte
+		for _, p := range parts {
+			b = append(b, p...)
+		}
+		return b
+	}
+	require.Equal(t, 0, mssClamp(cat(mss, sack, ts)), "gVisor already reserves 40 bytes")
+	require.Equal(t, 4, mssClamp(cat(mss, sack)), "gVisor reserves 36 bytes")
+	require.Equal(t, 28, mssClamp(cat(mss, ts)))
+	require.Equal(t, 28, mssClamp(mss))
+	require.Equal(t, 28, mssClamp(nil))
 }

@@ -314,8 +314,10 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 	if !sf.inbound(seg.tcp, seg.payloadLen, &set, perr) {
 		return nil, true
 	}
-	if flags.Contains(header.TCPFlagSyn) && needsMSSClamp(seg.tcp.Options()) {
-		return clampMSS(pkt, ipLen, tcpLen, &seg), false
+	if flags.Contains(header.TCPFlagSyn) {
+		if by := mssClamp(seg.tcp.Options()); by > 0 {
+			return clampMSS(pkt, ipLen, tcpLen, &seg, by), false
+		}
 	}
 	return nil, false
 }
@@ -324,25 +326,44 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 // with 8-byte DATA_ACK, 8-byte DSN and checksum.
 const mptcpOverhead = 28
 
-// needsMSSClamp: gVisor sizes segments as MSS minus the largest option area
-// it could send. With SACK on that is already the full 40 bytes; without
-// SACK it reserves only the timestamps, and the DSS would overflow the MTU.
-func needsMSSClamp(opts []byte) bool {
+// mssClamp returns how much the MSS announced in a SYN or SYN-ACK must be
+// lowered so that our data segments fit the path MTU. gVisor sizes payloads
+// as MSS minus the largest option area it might send itself: 40 bytes with
+// timestamps and SACK, 36 with SACK alone (four blocks), 12 with timestamps
+// alone, 0 with neither. We send gVisor's options plus a DSS of up to 28
+// bytes, trimming SACK blocks to stay within 40, so a segment can exceed
+// gVisor's budget by min(40-reserved, 28). We always offer both options, so
+// the peer's SYN says what is negotiated.
+func mssClamp(opts []byte) int {
+	ts, sack := false, false
 	for i := 0; ; {
 		kind, _, next, ok := nextOption(opts, i)
 		if !ok {
-			return true
+			break
 		}
-		if kind == header.TCPOptionSACKPermitted {
-			return false
+		switch kind {
+		case header.TCPOptionTS:
+			ts = true
+		case header.TCPOptionSACKPermitted:
+			sack = true
 		}
 		i = next
 	}
+	reserved := 0
+	switch {
+	case ts && sack:
+		reserved = 40
+	case sack:
+		reserved = 36
+	case ts:
+		reserved = 12
+	}
+	return min(maxTCPOptions-reserved, mptcpOverhead)
 }
 
 // clampMSS returns a copy of a SYN or SYN-ACK whose MSS option is lowered by
-// the MPTCP overhead, with the TCP checksum fixed.
-func clampMSS(pkt *stack.PacketBuffer, ipLen, tcpLen int, seg *segment) *stack.PacketBuffer {
+// by bytes, with the TCP checksum fixed.
+func clampMSS(pkt *stack.PacketBuffer, ipLen, tcpLen int, seg *segment, by int) *stack.PacketBuffer {
 	raw := pkt.Data().AsRange().ToSlice()
 	h := header.TCP(raw[ipLen : ipLen+tcpLen])
 	opts := h.Options()
@@ -352,8 +373,8 @@ func clampMSS(pkt *stack.PacketBuffer, ipLen, tcpLen int, seg *segment) *stack.P
 			break
 		}
 		if kind == header.TCPOptionMSS && len(o) == 4 {
-			if mss := uint16(o[2])<<8 | uint16(o[3]); mss > 536+mptcpOverhead {
-				mss -= mptcpOverhead
+			if mss := uint16(o[2])<<8 | uint16(o[3]); mss > 536+uint16(by) {
+				mss -= uint16(by)
 				o[2], o[3] = byte(mss>>8), byte(mss)
 				h.SetChecksum(0)
 				h.SetChecksum(^checksum.Combine(seg.pseudo(len(raw)-ipLen), checksum.Checksum(raw[ipLen:], 0)))

@@ -72,6 +72,9 @@ func newConn(s *Stack, tc *gonet.TCPConn, ep tcpip.Endpoint, sf *subflow.Subflow
 	default:
 		c.mptcp, c.fallbackWhy = sf.MPTCP()
 	}
+	if sf != nil {
+		sf.Adopt()
+	}
 	if c.mptcp {
 		c.meta = sf.Meta()
 		c.rcvNxt = c.meta.RemoteIDSN() + 1

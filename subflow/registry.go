@@ -85,11 +85,20 @@ func (r *Registry) Listen(port uint16) {
 	r.mu.Unlock()
 }
 
-// Unlisten undoes Listen.
+// Unlisten undoes Listen and forgets the server subflows on port that no
+// connection adopted (handshakes gVisor completed but nobody accepted).
 func (r *Registry) Unlisten(port uint16) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	delete(r.listening, port)
-	r.mu.Unlock()
+	for t, s := range r.flows {
+		if s.role == Server && t.Local.Port() == port && !s.adopted.Load() {
+			delete(r.flows, t)
+			if r.tokens[s.meta.localToken] == s.meta {
+				delete(r.tokens, s.meta.localToken)
+			}
+		}
+	}
 }
 
 // Lookup returns the subflow of an accepted or connected endpoint.

@@ -43,7 +43,8 @@ type Subflow struct {
 	meta  *Meta
 	reg   *Registry
 
-	out atomic.Pointer[Layer] // the link this subflow's packets leave on
+	out     atomic.Pointer[Layer] // the link this subflow's packets leave on
+	adopted atomic.Bool           // a connection owns it (see Adopt)
 
 	// established is closed when the subflow leaves the handshake: MPTCP
 	// in use or fallen back.
@@ -100,6 +101,10 @@ type Counters struct {
 func newSubflow(reg *Registry, t Tuple, role Role, meta *Meta) *Subflow {
 	return &Subflow{tuple: t, role: role, meta: meta, reg: reg, established: make(chan struct{})}
 }
+
+// Adopt marks the subflow as owned by a connection: closing its listener
+// no longer forgets it.
+func (s *Subflow) Adopt() { s.adopted.Store(true) }
 
 // Tuple returns the subflow's addresses.
 func (s *Subflow) Tuple() Tuple { return s.tuple }

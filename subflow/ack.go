@@ -30,6 +30,10 @@ const dataFinPoll = 20 * time.Millisecond
 func (s *Subflow) AckIfStale() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.armAckLocked()
+}
+
+func (s *Subflow) armAckLocked() {
 	if s.st != stateEstablished || s.ackArmed || !s.ackPending() {
 		return
 	}

@@ -121,8 +121,11 @@ func (m *Meta) onDataAck(v uint64) {
 	}
 }
 
-func (m *Meta) onPeerFin(dsn uint64) {
+// onPeerFin records the peer's DATA_FIN; false if it was known already.
+func (m *Meta) onPeerFin(dsn uint64) bool {
 	if m.peerFin.CompareAndSwap(0, dsn+1) {
 		m.poke()
+		return true
 	}
+	return false
 }

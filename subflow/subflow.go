@@ -519,8 +519,13 @@ func (s *Subflow) applyDSS(d *option.DSS) bool {
 		m.onDataAck(ack)
 	}
 	if fin {
-		m.onPeerFin(finDSN)
 		s.counters.DataFinRecvd++
+		if !m.onPeerFin(finDSN) && m.rcvNxt.Load() > finDSN {
+			// A DATA_FIN we acknowledged already: our ACK was lost.
+			// A pure ACK does not make gVisor answer, so we do.
+			s.sentAck = 0
+			s.armAckLocked()
+		}
 	}
 	if hasMap {
 		s.rx.add(mp) // consistent, checked above

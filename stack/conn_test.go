@@ -13,9 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/umptcp/umptcp/stack"
 	"github.com/umptcp/umptcp/tun"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -80,12 +78,7 @@ func (c *corruptor) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt 
 		return
 	}
 	tcp.Payload()[len(tcp.Payload())/2] ^= 0x5a
-	tcp.SetChecksum(0)
-	l := uint16(len(raw) - int(ip.HeaderLength()))
-	tcp.SetChecksum(^checksum.Checksum(raw[ip.HeaderLength():], header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), l)))
-	np := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithData(raw)})
-	c.Endpoint.DeliverNetworkPacket(proto, np)
-	np.DecRef()
+	deliverRewritten(&c.Endpoint, proto, raw)
 }
 
 // TestChecksumCatchesCorruption: with DSS checksums on, a payload byte

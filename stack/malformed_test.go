@@ -9,9 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/umptcp/umptcp/stack"
 	"github.com/umptcp/umptcp/tun"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -82,13 +80,7 @@ func (g *garbler) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *g
 			o[1] = 2
 		}
 	}
-	tcp.SetChecksum(0)
-	src, dst := ip.SourceAddress(), ip.DestinationAddress()
-	l := uint16(len(raw) - int(ip.HeaderLength()))
-	tcp.SetChecksum(^checksum.Checksum(raw[ip.HeaderLength():], header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, l)))
-	np := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithData(raw)})
-	g.Endpoint.DeliverNetworkPacket(proto, np)
-	np.DecRef()
+	deliverRewritten(&g.Endpoint, proto, raw)
 }
 
 // TestMalformedOptionsFromPeer: mangled MPTCP options neither panic the

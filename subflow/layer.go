@@ -147,7 +147,8 @@ func (l *Layer) rewriteOut(pkt *stack.PacketBuffer) *stack.PacketBuffer {
 	}
 	sf.out.Store(l)
 	var mpBuf [maxTCPOptions]byte
-	mp := sf.outbound(seg.tcp, seg.payloadLen, seg.payloadSum(), mpBuf[:0])
+	payloadSum := seg.payloadSum()
+	mp := sf.outbound(seg.tcp, seg.payloadLen, payloadSum, mpBuf[:0])
 	if len(mp) == 0 {
 		return nil
 	}
@@ -158,13 +159,13 @@ func (l *Layer) rewriteOut(pkt *stack.PacketBuffer) *stack.PacketBuffer {
 		sf.counters.SACKBlocksTrimmed++
 		sf.mu.Unlock()
 	}
-	return l.repack(pkt, &seg, newTCP)
+	return l.repack(pkt, &seg, newTCP, payloadSum)
 }
 
 // repack builds the packet again with a new TCP header; the payload is
-// shared, not copied. The TCP checksum is adjusted from the old one.
-func (l *Layer) repack(pkt *stack.PacketBuffer, seg *segment, newTCP header.TCP) *stack.PacketBuffer {
-	payloadSum := seg.payloadSum()
+// shared, not copied. The TCP checksum is computed from the header and the
+// payload's sum (derived from gVisor's checksum, see payloadSum).
+func (l *Layer) repack(pkt *stack.PacketBuffer, seg *segment, newTCP header.TCP, payloadSum uint16) *stack.PacketBuffer {
 	newTCP.SetChecksum(0)
 	sum := checksum.Combine(seg.pseudo(len(newTCP)+seg.payloadLen), checksum.Checksum(newTCP, 0))
 	newTCP.SetChecksum(^checksum.Combine(sum, payloadSum))

@@ -147,12 +147,24 @@ func (c *Conn) deliver(dsn uint64, data []byte) {
 		return
 	}
 	if !c.rclosed {
-		c.rbuf = append(c.rbuf, data...)
+		c.appendLocked(data)
 	}
 	c.rcvNxt = end
 	c.checkFinLocked()
 	c.meta.SetDataAck(c.dataAckLocked())
 	c.rcond.Broadcast()
+}
+
+// appendLocked adds in-order data to the receive buffer. Bytes the
+// application has read are dropped from the front once they are half of the
+// buffer, so a reader that never quite catches up does not make it grow
+// without bound.
+func (c *Conn) appendLocked(data []byte) {
+	if c.rhead > 0 && (c.rhead >= len(c.rbuf)/2 || len(c.rbuf)+len(data) > cap(c.rbuf)) {
+		n := copy(c.rbuf, c.rbuf[c.rhead:])
+		c.rbuf, c.rhead = c.rbuf[:n], 0
+	}
+	c.rbuf = append(c.rbuf, data...)
 }
 
 // checkFinLocked notices that the peer's DATA_FIN is next in sequence.

@@ -124,7 +124,8 @@ func tuneTCP(gs *gvstack.Stack) error {
 	return nil
 }
 
-// Close closes every connection and listener of the stack and the stack.
+// Close resets every connection of the stack, closes its listeners and
+// releases the stack. Close connections first for a graceful end.
 func (s *Stack) Close() error {
 	s.mu.Lock()
 	if s.done {

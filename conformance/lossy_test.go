@@ -20,10 +20,10 @@ import (
 // fit beside the DSS, and checksums must hold across retransmissions.
 func TestUmptcpKernelLossy(t *testing.T) {
 	const size = 16 << 20
-	for _, fam := range tunFamilies[:1] {
+	for _, fam := range tunFamilies {
 		for _, kernelServer := range []bool{true, false} {
 			for _, csum := range []bool{false, true} {
-				name := map[bool]string{true: "UmptcpClient", false: "UmptcpServer"}[kernelServer] + map[bool]string{true: "/Checksum", false: "/NoChecksum"}[csum]
+				name := fam.name + "/" + map[bool]string{true: "UmptcpClient", false: "UmptcpServer"}[kernelServer] + map[bool]string{true: "/Checksum", false: "/NoChecksum"}[csum]
 				t.Run(name, func(t *testing.T) {
 					var imp *tun.Impaired
 					sizes := &sizeWatch{}

@@ -60,9 +60,11 @@ func TestNCPcapAgainstKernel(t *testing.T) {
 		stack, host  string
 		prefix       int
 		kernelListen string
+		plainTCP     bool // the kernel end is a plain TCP socket: nc falls back
 	}{
 		{name: "client-ipv4", stack: "10.79.0.2", host: "10.79.0.1", prefix: 24, kernelListen: "0.0.0.0"},
 		{name: "server-ipv6", listen: true, stack: "fd79::2", host: "fd79::1", prefix: 64},
+		{name: "client-ipv4-plain-tcp-peer", stack: "10.79.0.2", host: "10.79.0.1", prefix: 24, kernelListen: "0.0.0.0", plainTCP: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rig := NewRig(t, RigOptions{Name: "nc"})
@@ -82,8 +84,8 @@ func TestNCPcapAgainstKernel(t *testing.T) {
 			var kernelGot Result
 			kernelSide := func(c net.Conn) {
 				defer c.Close()
-				if ok, err := KernelMultipathTCP(c); err != nil || !ok {
-					kernelDone <- fmt.Errorf("kernel socket is not MPTCP (%v)", err)
+				if ok, err := KernelMultipathTCP(c); err != nil || ok == tc.plainTCP {
+					kernelDone <- fmt.Errorf("kernel socket MPTCP=%v, want %v (%v)", ok, !tc.plainTCP, err)
 					return
 				}
 				errc := make(chan error, 1)
@@ -121,7 +123,11 @@ func TestNCPcapAgainstKernel(t *testing.T) {
 					kernelSide(c)
 				}()
 			} else {
-				ln, err := ListenMPTCP(rig.NS, "tcp", net.JoinHostPort(tc.kernelListen, strconv.Itoa(port)))
+				listen := ListenMPTCP
+				if tc.plainTCP {
+					listen = ListenTCP
+				}
+				ln, err := listen(rig.NS, "tcp", net.JoinHostPort(tc.kernelListen, strconv.Itoa(port)))
 				require.NoError(t, err)
 				defer ln.Close()
 				args = append(args, tc.host, strconv.Itoa(port))
@@ -151,8 +157,14 @@ func TestNCPcapAgainstKernel(t *testing.T) {
 			require.NoError(t, <-kernelDone)
 			require.Equal(t, want.Sum(nil), kernelGot.Sum[:], "kernel received what nc read from stdin")
 			require.Equal(t, wantKernel.Sum(nil), got.Sum(nil), "nc wrote what the kernel sent")
-			require.Contains(t, stderr.String(), "using MPTCP", stderr.String())
 			require.Contains(t, stderr.String(), "1 subflow(s)", stderr.String())
+			if tc.plainTCP {
+				require.Contains(t, stderr.String(), "using plain TCP", stderr.String())
+				require.Zero(t, tsharkCount(t, pcap, "tcp.options.mptcp.subtype == 2"), "no DSS after fallback")
+				require.Zero(t, tsharkCount(t, pcap, "tcp.flags.reset == 1"), "no RST")
+				return
+			}
+			require.Contains(t, stderr.String(), "using MPTCP", stderr.String())
 
 			diff := rig.Nstat().Diff(before)
 			if tc.listen {

@@ -80,32 +80,67 @@ func (s *Set) parseOne(b []byte) error {
 	if len(b) < 3 {
 		return ErrBadLength
 	}
-	var err error
+	// Each case decodes into a local and stores it only on success: an
+	// option that fails to parse must not overwrite one of the same
+	// subtype decoded before it.
 	t := Subtype(b[2] >> 4)
 	switch t {
 	case SubtypeMPCapable:
-		s.MPCapable, _, err = ParseMPCapable(b)
+		v, _, err := ParseMPCapable(b)
+		if err != nil {
+			return err
+		}
+		s.MPCapable = v
 	case SubtypeMPJoin:
-		s.MPJoin, _, err = ParseMPJoin(b)
+		v, _, err := ParseMPJoin(b)
+		if err != nil {
+			return err
+		}
+		s.MPJoin = v
 	case SubtypeDSS:
-		s.DSS, _, err = ParseDSS(b)
+		v, _, err := ParseDSS(b)
+		if err != nil {
+			return err
+		}
+		s.DSS = v
 	case SubtypeAddAddr:
-		s.AddAddr, _, err = ParseAddAddr(b)
+		v, _, err := ParseAddAddr(b)
+		if err != nil {
+			return err
+		}
+		s.AddAddr = v
 	case SubtypeRemoveAddr:
-		s.RemoveAddr, _, err = ParseRemoveAddr(b)
+		v, _, err := ParseRemoveAddr(b)
+		if err != nil {
+			return err
+		}
+		s.RemoveAddr = v
 	case SubtypeMPPrio:
-		s.MPPrio, _, err = ParseMPPrio(b)
+		v, _, err := ParseMPPrio(b)
+		if err != nil {
+			return err
+		}
+		s.MPPrio = v
 	case SubtypeMPFail:
-		s.MPFail, _, err = ParseMPFail(b)
+		v, _, err := ParseMPFail(b)
+		if err != nil {
+			return err
+		}
+		s.MPFail = v
 	case SubtypeMPFastclose:
-		s.MPFastclose, _, err = ParseMPFastclose(b)
+		v, _, err := ParseMPFastclose(b)
+		if err != nil {
+			return err
+		}
+		s.MPFastclose = v
 	case SubtypeMPTCPRST:
-		s.TCPRST, _, err = ParseTCPRST(b)
+		v, _, err := ParseTCPRST(b)
+		if err != nil {
+			return err
+		}
+		s.TCPRST = v
 	default:
 		return nil
-	}
-	if err != nil {
-		return err
 	}
 	s.Present |= 1 << t
 	return nil

@@ -156,7 +156,7 @@ func (r *Registry) acceptSYN(t Tuple, peerWantsChecksum bool) *Subflow {
 	r.flows[t] = s
 	// A handshake that never completes (a lost peer, a SYN flood) must not
 	// keep its context forever.
-	time.AfterFunc(handshakeTimeout, func() {
+	s.hsTimer = time.AfterFunc(handshakeTimeout, func() {
 		s.mu.Lock()
 		stale := s.st == stateSynReceived
 		s.mu.Unlock()

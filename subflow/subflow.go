@@ -65,6 +65,7 @@ type Subflow struct {
 	last         lastHeader
 	sentAck      uint64 // DATA_ACK last put on the wire
 	ackTimer     *time.Timer
+	hsTimer      *time.Timer // server: forgets a handshake that never completes
 	ackArmed     bool
 	finTimer     *time.Timer
 	finTries     int
@@ -142,6 +143,7 @@ func (s *Subflow) fallbackLocked(why string) {
 	if s.st == stateFallback {
 		return
 	}
+	s.stopHandshakeTimerLocked()
 	wasHandshake := s.st != stateEstablished
 	s.st = stateFallback
 	s.fallbackWhy = why
@@ -154,6 +156,7 @@ func (s *Subflow) establishLocked() {
 	if s.st == stateEstablished || s.st == stateFallback {
 		return
 	}
+	s.stopHandshakeTimerLocked()
 	s.st = stateEstablished
 	close(s.established)
 }
@@ -196,9 +199,17 @@ func (s *Subflow) CountChecksumFailure() {
 	s.mu.Unlock()
 }
 
+func (s *Subflow) stopHandshakeTimerLocked() {
+	if s.hsTimer != nil {
+		s.hsTimer.Stop()
+		s.hsTimer = nil
+	}
+}
+
 // Close forgets the subflow: its 4-tuple gets no more MPTCP options.
 func (s *Subflow) Close() {
 	s.mu.Lock()
+	s.stopHandshakeTimerLocked()
 	if s.ackTimer != nil {
 		s.ackTimer.Stop()
 	}

@@ -2,6 +2,9 @@ package stack
 
 import (
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 // lingerTimeout bounds a graceful close: waiting for the DATA_FIN
@@ -16,8 +19,11 @@ func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		if !c.mptcp {
 			c.tc.Close()
-			c.s.untrack(c)
-			close(c.done)
+			go func() { // Done once the data and FIN are through
+				waitClosed(c.ep, lingerTimeout)
+				c.s.untrack(c)
+				close(c.done)
+			}()
 			return
 		}
 		c.rmu.Lock()
@@ -104,7 +110,26 @@ func (c *Conn) finish(reset bool) {
 		c.ep.Abort()
 	}
 	c.tc.Close()
+	waitClosed(c.ep, lingerTimeout)
 	c.sf.Close()
+}
+
+// waitClosed waits, at most limit, until gVisor has finished the TCP close
+// of ep: everything sent is acknowledged and the FINs exchanged (TIME-WAIT
+// or CLOSED). Closing the stack before then would reset the connection and
+// lose data the peer has not read yet.
+func waitClosed(ep tcpip.Endpoint, limit time.Duration) {
+	if ep == nil {
+		return
+	}
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		switch tcp.EndpointState(ep.State()) {
+		case tcp.StateTimeWait, tcp.StateClose, tcp.StateError:
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // abort resets the connection at once (the stack is closing).

@@ -114,10 +114,10 @@ func (c *Conn) finish(reset bool) {
 	c.sf.Close()
 }
 
-// waitClosed waits, at most limit, until gVisor has finished the TCP close
-// of ep: everything sent is acknowledged and the FINs exchanged (TIME-WAIT
-// or CLOSED). Closing the stack before then would reset the connection and
-// lose data the peer has not read yet.
+// waitClosed waits, at most limit, until gVisor has finished our side of
+// the TCP close of ep: everything we sent, FIN included, is acknowledged
+// (FIN-WAIT-2, TIME-WAIT or CLOSED). Closing the stack before then would
+// reset the connection and lose data the peer has not read yet.
 func waitClosed(ep tcpip.Endpoint, limit time.Duration) {
 	if ep == nil {
 		return
@@ -125,7 +125,7 @@ func waitClosed(ep tcpip.Endpoint, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		switch tcp.EndpointState(ep.State()) {
-		case tcp.StateTimeWait, tcp.StateClose, tcp.StateError:
+		case tcp.StateFinWait2, tcp.StateTimeWait, tcp.StateClose, tcp.StateError:
 			return
 		}
 		time.Sleep(5 * time.Millisecond)

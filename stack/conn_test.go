@@ -14,8 +14,10 @@ import (
 	"github.com/umptcp/umptcp/stack"
 	"github.com/umptcp/umptcp/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -132,5 +134,49 @@ func TestStatsAfterClose(t *testing.T) {
 		require.Equal(t, uint64(1<<20), st.BytesSent)
 		require.Equal(t, uint64(1<<20), st.BytesReceived)
 		require.NotNil(t, c.LocalAddr())
+	}
+}
+
+// TestFallbackCloseDeliversEverything: a connection that fell back to
+// plain TCP (the peer's listener does not speak MPTCP), closed right after
+// writing, still delivers every byte before Done, even if the stack is
+// closed right after Done.
+func TestFallbackCloseDeliversEverything(t *testing.T) {
+	a, b := tun.NewPipe(tun.LinkParams{Delay: 5 * time.Millisecond}, tun.LinkParams{Delay: 5 * time.Millisecond})
+	sa, err := stack.New(stack.Config{Links: []stack.Link{{Endpoint: a, Addrs: []netip.Prefix{netip.MustParsePrefix("10.9.0.1/24")}}}})
+	require.NoError(t, err)
+	sb, err := stack.New(stack.Config{Links: []stack.Link{{Endpoint: b, Addrs: []netip.Prefix{netip.MustParsePrefix("10.9.0.2/24")}}}})
+	require.NoError(t, err)
+	defer sb.Close()
+	ln, err := gonet.ListenTCP(sb.Netstack(), tcpip.FullAddress{Port: 6001}, ipv4.ProtocolNumber)
+	require.NoError(t, err)
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, c)
+		got <- n
+	}()
+	c, err := sa.Dial("tcp", "10.9.0.2:6001")
+	require.NoError(t, err)
+	require.False(t, c.MultipathTCP())
+	const size = 4 << 20
+	_, err = io.Copy(c, newStream(3, size))
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	select {
+	case <-c.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("close did not finish")
+	}
+	sa.Close() // resets whatever is left: nothing should be
+	select {
+	case n := <-got:
+		require.EqualValues(t, size, n)
+	case <-time.After(30 * time.Second):
+		t.Fatal("peer did not finish reading")
 	}
 }

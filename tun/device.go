@@ -160,6 +160,11 @@ func (d *Device) FD() int { return d.fd }
 
 // LinkEndpoint returns the gVisor link endpoint over the TUN fd: raw IP, no
 // link header, MTU from the config. Every call returns the same endpoint.
+//
+// With a plain gVisor stack on it, close the Device (or Attach(nil) the
+// endpoint) before closing the stack: gVisor's Stack.Wait detaches links
+// with the stack lock held, which deadlocks against a packet being
+// delivered. umptcp's stack.Stack does this by itself.
 func (d *Device) LinkEndpoint() stack.LinkEndpoint { return d.ep }
 
 // Close detaches the link endpoint (stopping its reader goroutine), closes the

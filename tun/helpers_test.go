@@ -33,6 +33,10 @@ func newTestStack(t testing.TB, ep stack.LinkEndpoint, addrs ...netip.Prefix) *s
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 	})
 	t.Cleanup(func() {
+		// Detach the link first: gVisor's Stack.Wait detaches it with the
+		// stack lock held, and a link goroutine still delivering a packet
+		// that needs that lock (e.g. to answer it with a RST) deadlocks.
+		ep.Attach(nil)
 		s.Close()
 		s.Wait()
 	})

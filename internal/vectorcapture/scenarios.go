@@ -330,13 +330,7 @@ func active(t *tunDev, csum bool) error {
 		return err
 	}
 	c := &conn{t: t, us: us, them: syn.src, isn: 7000, sndNxt: 7000, rcvNxt: syn.seq + 1, kernISN: syn.seq}
-	sa := option.MPCapable{Version: 1, Flags: mpcFlags(csum), Form: option.MPCSynAck, SenderKey: ourKey}
-	if err := c.send(fSYN|fACK, append(mss(), sa.Append(nil)...), nil); err != nil {
-		return err
-	}
-	ack, err := c.expect("MP_CAPABLE third ACK", func(p *pkt) bool {
-		return p.set.Has(option.SubtypeMPCapable) && p.set.MPCapable.Form == option.MPCAck
-	})
+	ack, err := c.answerMPCSyn(ourKey, csum, "MP_CAPABLE third ACK")
 	if err != nil {
 		return err
 	}
@@ -354,7 +348,7 @@ func active(t *tunDev, csum bool) error {
 	km := func(extra ...[2]string) meta {
 		return keyMeta(kernKey, &info, append([][2]string{{"kernel-isn", fmt.Sprint(c.kernISN)}}, extra...)...)
 	}
-	if err := save("active-ack"+sfx, fmt.Sprintf("kernel third ACK (MP_CAPABLE with both keys) after our SYN-ACK (flags %#x), kernel connected, checksum_enabled=%v", sa.Flags, csum), ack, km()); err != nil {
+	if err := save("active-ack"+sfx, fmt.Sprintf("kernel third ACK (MP_CAPABLE with both keys) after our SYN-ACK (flags %#x), kernel connected, checksum_enabled=%v", mpcFlags(csum), csum), ack, km()); err != nil {
 		return err
 	}
 
@@ -504,13 +498,7 @@ func active6(t *tunDev) error {
 		return err
 	}
 	c := &conn{t: t, us: us, them: syn.src, isn: 3000, sndNxt: 3000, rcvNxt: syn.seq + 1, kernISN: syn.seq}
-	sa := option.MPCapable{Version: 1, Flags: mpcFlags(false), Form: option.MPCSynAck, SenderKey: ourKey}
-	if err := c.send(fSYN|fACK, append(mss(), sa.Append(nil)...), nil); err != nil {
-		return err
-	}
-	ack, err := c.expect("MP_CAPABLE third ACK (IPv6)", func(p *pkt) bool {
-		return p.set.Has(option.SubtypeMPCapable) && p.set.MPCapable.Form == option.MPCAck
-	})
+	ack, err := c.answerMPCSyn(ourKey, false, "MP_CAPABLE third ACK (IPv6)")
 	if err != nil {
 		return err
 	}
@@ -538,4 +526,16 @@ func active6(t *tunDev) error {
 		return save("active6-add-addr", "kernel ADD_ADDR for an IPv6 signal endpoint, kernel connected", aa, keyMeta(kernKey, &info))
 	})
 	return nil
+}
+
+// answerMPCSyn answers the kernel's MP_CAPABLE SYN with our SYN-ACK (key
+// ourKey) and waits for its third ACK, which carries both keys.
+func (c *conn) answerMPCSyn(ourKey uint64, csum bool, what string) (*pkt, error) {
+	sa := option.MPCapable{Version: 1, Flags: mpcFlags(csum), Form: option.MPCSynAck, SenderKey: ourKey}
+	if err := c.send(fSYN|fACK, append(mss(), sa.Append(nil)...), nil); err != nil {
+		return nil, err
+	}
+	return c.expect(what, func(p *pkt) bool {
+		return p.set.Has(option.SubtypeMPCapable) && p.set.MPCapable.Form == option.MPCAck
+	})
 }

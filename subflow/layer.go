@@ -107,16 +107,27 @@ func (s *segment) payloadSum() uint16 {
 // WritePackets decorates the segments of known subflows with their MPTCP
 // options and writes everything to the child link.
 func (l *Layer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	var out stack.PacketBufferList
+	all := pkts.AsSlice()
+	var out stack.PacketBufferList // built only once a packet is rewritten
 	var made [16]*stack.PacketBuffer
 	extra := made[:0]
-	for _, pkt := range pkts.AsSlice() {
-		if np := l.rewriteOut(pkt); np != nil {
+	for i, pkt := range all {
+		np := l.rewriteOut(pkt)
+		if np != nil && len(extra) == 0 {
+			for _, before := range all[:i] {
+				out.PushBack(before)
+			}
+		}
+		switch {
+		case np != nil:
 			out.PushBack(np)
 			extra = append(extra, np)
-			continue
+		case len(extra) > 0:
+			out.PushBack(pkt)
 		}
-		out.PushBack(pkt)
+	}
+	if len(extra) == 0 {
+		return l.Child().WritePackets(pkts)
 	}
 	n, err := l.Child().WritePackets(out)
 	for _, p := range extra {
@@ -135,7 +146,7 @@ func (l *Layer) rewriteOut(pkt *stack.PacketBuffer) *stack.PacketBuffer {
 		return nil
 	}
 	t := Tuple{Local: netip.AddrPortFrom(seg.src, seg.tcp.SourcePort()), Remote: netip.AddrPortFrom(seg.dst, seg.tcp.DestinationPort())}
-	sf := l.reg.lookup(t)
+	sf := l.reg.Lookup(t)
 	if sf == nil {
 		f := seg.tcp.Flags()
 		if !f.Contains(header.TCPFlagSyn) || f.Contains(header.TCPFlagAck) {
@@ -145,7 +156,9 @@ func (l *Layer) rewriteOut(pkt *stack.PacketBuffer) *stack.PacketBuffer {
 			return nil
 		}
 	}
-	sf.out.Store(l)
+	if sf.out.Load() != l {
+		sf.out.Store(l)
+	}
 	var mpBuf [maxTCPOptions]byte
 	payloadSum := seg.payloadSum()
 	mp := sf.outbound(seg.tcp, seg.payloadLen, payloadSum, mpBuf[:0])
@@ -298,13 +311,16 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 	if !ok {
 		return nil, false
 	}
-	var set option.Set
-	perr := option.ParseTCPOptions(seg.tcp.Options(), &set)
 	t := Tuple{Local: netip.AddrPortFrom(seg.dst, seg.tcp.DestinationPort()), Remote: netip.AddrPortFrom(seg.src, seg.tcp.SourcePort())}
-	sf := l.reg.lookup(t)
+	sf := l.reg.Lookup(t)
 	flags := seg.tcp.Flags()
 	isSyn := flags.Contains(header.TCPFlagSyn) && !flags.Contains(header.TCPFlagAck)
-	if sf == nil && isSyn && perr == nil && set.Has(option.SubtypeMPCapable) &&
+	if sf == nil && !isSyn {
+		return nil, false // not ours: plain TCP, no options to read
+	}
+	var set option.Set
+	perr := option.ParseTCPOptions(seg.tcp.Options(), &set)
+	if sf == nil && perr == nil && set.Has(option.SubtypeMPCapable) &&
 		set.MPCapable.Form == option.MPCSyn && set.MPCapable.Version == 1 {
 		sf = l.reg.acceptSYN(t, set.MPCapable.Flags&option.FlagChecksum != 0)
 	}

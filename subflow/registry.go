@@ -101,14 +101,9 @@ func (r *Registry) Unlisten(port uint16) {
 	}
 }
 
-// Lookup returns the subflow of an accepted or connected endpoint.
+// Lookup returns the subflow of an accepted or connected endpoint; the
+// layer calls it for every segment.
 func (r *Registry) Lookup(t Tuple) *Subflow {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.flows[t]
-}
-
-func (r *Registry) lookup(t Tuple) *Subflow {
 	r.mu.RLock()
 	s := r.flows[t]
 	r.mu.RUnlock()

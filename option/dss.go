@@ -100,18 +100,10 @@ func (o *DSS) Append(b []byte) []byte {
 	b = appendHeader(b, o.Len(), SubtypeDSS, 0)
 	b = append(b, f)
 	if o.HasDataAck {
-		if o.DataAck64 {
-			b = binary.BigEndian.AppendUint64(b, o.DataAck)
-		} else {
-			b = binary.BigEndian.AppendUint32(b, uint32(o.DataAck))
-		}
+		b = appendSeq(b, o.DataAck, o.DataAck64)
 	}
 	if o.HasMapping {
-		if o.DSN64 {
-			b = binary.BigEndian.AppendUint64(b, o.DSN)
-		} else {
-			b = binary.BigEndian.AppendUint32(b, uint32(o.DSN))
-		}
+		b = appendSeq(b, o.DSN, o.DSN64)
 		b = binary.BigEndian.AppendUint32(b, o.SSN)
 		b = binary.BigEndian.AppendUint16(b, o.DataLen)
 		if o.HasChecksum {
@@ -151,25 +143,13 @@ func ParseDSS(b []byte) (DSS, int, error) {
 	p := 4
 	if f&dssDataAck != 0 {
 		o.HasDataAck = true
-		if f&dssDataAck64 != 0 {
-			o.DataAck64 = true
-			o.DataAck = binary.BigEndian.Uint64(b[p:])
-			p += 8
-		} else {
-			o.DataAck = uint64(binary.BigEndian.Uint32(b[p:]))
-			p += 4
-		}
+		o.DataAck64 = f&dssDataAck64 != 0
+		o.DataAck, p = readSeq(b, p, o.DataAck64)
 	}
 	if f&dssMapping != 0 {
 		o.HasMapping = true
-		if f&dssDSN64 != 0 {
-			o.DSN64 = true
-			o.DSN = binary.BigEndian.Uint64(b[p:])
-			p += 8
-		} else {
-			o.DSN = uint64(binary.BigEndian.Uint32(b[p:]))
-			p += 4
-		}
+		o.DSN64 = f&dssDSN64 != 0
+		o.DSN, p = readSeq(b, p, o.DSN64)
 		o.SSN = binary.BigEndian.Uint32(b[p:])
 		o.DataLen = binary.BigEndian.Uint16(b[p+4:])
 		if o.HasChecksum {
@@ -178,4 +158,21 @@ func ParseDSS(b []byte) (DSS, int, error) {
 	}
 	o.DataFin = f&dssDataFin != 0
 	return o, n, nil
+}
+
+// appendSeq appends a sequence number as 8 octets, or its low 4 octets.
+func appendSeq(b []byte, v uint64, wide bool) []byte {
+	if wide {
+		return binary.BigEndian.AppendUint64(b, v)
+	}
+	return binary.BigEndian.AppendUint32(b, uint32(v))
+}
+
+// readSeq reads a 4- or 8-octet sequence number (DATA_ACK or DSN) at b[p:]
+// and returns it with the offset after it.
+func readSeq(b []byte, p int, wide bool) (uint64, int) {
+	if wide {
+		return binary.BigEndian.Uint64(b[p:]), p + 8
+	}
+	return uint64(binary.BigEndian.Uint32(b[p:])), p + 4
 }

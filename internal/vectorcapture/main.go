@@ -421,10 +421,6 @@ func (c *conn) consume(p *pkt) {
 	}
 }
 
-func has(t option.Subtype) func(*pkt) bool {
-	return func(p *pkt) bool { return p.set.Has(t) }
-}
-
 func mss() []byte { return []byte{2, 4, 0x05, 0xb4} }
 
 // --- output -----------------------------------------------------------------

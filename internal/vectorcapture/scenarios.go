@@ -167,18 +167,7 @@ func passive(t *tunDev, csum bool) error {
 		sa, keyMeta(kernKey, &info, [2]string{"kernel-isn", fmt.Sprint(sa.seq)})); err != nil {
 		return err
 	}
-	got, err := readAll(afd, len(payload), 3*time.Second)
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(got, payload) {
-		return fmt.Errorf("kernel read %q, want %q", got, payload)
-	}
-	log.Printf("kernel accepted our MP_CAPABLE ACK+data (csum=%v)", csum)
-
-	da, err := c.expect("DSS DATA_ACK", func(p *pkt) bool {
-		return p.set.Has(option.SubtypeDSS) && p.set.DSS.HasDataAck && p.set.DSS.DataAck == dsn+uint64(len(payload))
-	})
+	da, err := c.kernelAccepts(afd, payload, dsn, fmt.Sprintf("MP_CAPABLE ACK+data (csum=%v)", csum))
 	if err != nil {
 		return err
 	}
@@ -371,17 +360,7 @@ func active(t *tunDev, csum bool) error {
 	if err := c.send(fACK|fPSH, dssOut(kack, dsn, 1, payload, csum), payload); err != nil {
 		return err
 	}
-	got, err := readAll(fd, len(payload), 3*time.Second)
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(got, payload) {
-		return fmt.Errorf("kernel read %q, want %q", got, payload)
-	}
-	log.Printf("kernel accepted our DSS-mapped data (csum=%v)", csum)
-	da, err := c.expect("DSS DATA_ACK", func(p *pkt) bool {
-		return p.set.Has(option.SubtypeDSS) && p.set.DSS.HasDataAck && p.set.DSS.DataAck == dsn+uint64(len(payload))
-	})
+	da, err := c.kernelAccepts(fd, payload, dsn, fmt.Sprintf("DSS-mapped data (csum=%v)", csum))
 	if err != nil {
 		return err
 	}
@@ -537,5 +516,22 @@ func (c *conn) answerMPCSyn(ourKey uint64, csum bool, what string) (*pkt, error)
 	}
 	return c.expect(what, func(p *pkt) bool {
 		return p.set.Has(option.SubtypeMPCapable) && p.set.MPCapable.Form == option.MPCAck
+	})
+}
+
+// kernelAccepts checks that the kernel socket fd reads exactly the payload
+// we sent at DSN dsn, and returns the kernel's segment whose DSS
+// acknowledges it.
+func (c *conn) kernelAccepts(fd int, payload []byte, dsn uint64, what string) (*pkt, error) {
+	got, err := readAll(fd, len(payload), 3*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(got, payload) {
+		return nil, fmt.Errorf("kernel read %q, want %q", got, payload)
+	}
+	log.Printf("kernel accepted our %s", what)
+	return c.expect("DSS DATA_ACK", func(p *pkt) bool {
+		return p.set.Has(option.SubtypeDSS) && p.set.DSS.HasDataAck && p.set.DSS.DataAck == dsn+uint64(len(payload))
 	})
 }

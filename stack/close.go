@@ -119,9 +119,6 @@ func (c *Conn) finish(reset bool) {
 // (FIN-WAIT-2, TIME-WAIT or CLOSED). Closing the stack before then would
 // reset the connection and lose data the peer has not read yet.
 func waitClosed(ep tcpip.Endpoint, limit time.Duration) {
-	if ep == nil {
-		return
-	}
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		switch tcp.EndpointState(ep.State()) {
@@ -135,9 +132,7 @@ func waitClosed(ep tcpip.Endpoint, limit time.Duration) {
 // abort resets the connection at once (the stack is closing).
 func (c *Conn) abort() {
 	c.fail(errAborted)
-	if c.ep != nil {
-		c.ep.Abort()
-	}
+	c.ep.Abort()
 	c.tc.Close()
 	if c.sf != nil {
 		c.sf.Close()

@@ -20,7 +20,7 @@ import (
 type Conn struct {
 	s    *Stack
 	tc   *gonet.TCPConn
-	ep   tcpip.Endpoint
+	ep   tcpip.Endpoint // the subflow's endpoint, under tc
 	sf   *subflow.Subflow // nil when the peer never offered MPTCP
 	meta *subflow.Meta
 
@@ -179,7 +179,7 @@ func (c *Conn) Stats() ConnStats {
 		Remote: unmapAP(c.remote.AddrPort()),
 	}
 	var info tcpip.TCPInfoOption
-	if c.ep != nil && c.ep.GetSockOpt(&info) == nil {
+	if c.ep.GetSockOpt(&info) == nil {
 		ss.RTT = info.RTT
 	}
 	if c.sf != nil {

@@ -20,7 +20,7 @@ import (
 type Conn struct {
 	s    *Stack
 	tc   *gonet.TCPConn
-	ep   tcpip.Endpoint // the subflow's endpoint, under tc
+	ep   tcpip.Endpoint   // the subflow's endpoint, under tc
 	sf   *subflow.Subflow // nil when the peer never offered MPTCP
 	meta *subflow.Meta
 

@@ -1,5 +1,11 @@
-// Package pm will hold path management: endpoints and their flags, limits,
-// ADD_ADDR/REMOVE_ADDR/MP_PRIO policy and an API for userspace path
-// managers (RFC 8684 §3.4). Connections use a single subflow today; the
-// package exists so the layout of DESIGN.md is in place for MP_JOIN.
+// Package pm is the path manager: which local addresses (endpoints) a
+// connection may use, with which flags, within which limits.
+//
+// It holds policy only; the stack asks it which subflows to open when a
+// connection is established and how many to accept. The model is Linux's
+// in-kernel path manager (`ip mptcp endpoint`, `ip mptcp limits`): an
+// endpoint flagged Subflow makes a client open one additional subflow from
+// that address to the peer's address of the initial subflow; Backup makes
+// those subflows backup paths. Address announcement (ADD_ADDR, Signal) and
+// removal come with a later issue and will grow here.
 package pm

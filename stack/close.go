@@ -8,19 +8,23 @@ import (
 )
 
 // lingerTimeout bounds a graceful close: waiting for the DATA_FIN
-// exchange, then for the subflow's TCP FIN exchange. Past it the subflow is
-// reset.
+// exchange, then for the subflows' TCP FIN exchanges. Past it the subflows
+// are reset.
 const lingerTimeout = 15 * time.Second
 
+// tickInterval is how often the sender looks at its subflows even when
+// nothing happened: stall detection, data-level retransmission.
+const tickInterval = 50 * time.Millisecond
+
 // Close closes the connection. Data written before Close is still
-// delivered: Close sends DATA_FIN, and the subflow is closed (TCP FIN) in
+// delivered: Close sends DATA_FIN, and the subflows are closed (TCP FIN) in
 // the background once both DATA_FINs are acknowledged, or after a timeout.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		if !c.mptcp {
-			c.tc.Close()
+			c.first.tc.Close()
 			go func() { // Done once the data and FIN are through
-				waitClosed(c.ep, lingerTimeout)
+				waitClosed(c.first.ep, time.Now().Add(lingerTimeout))
 				c.s.untrack(c)
 				close(c.done)
 			}()
@@ -28,63 +32,107 @@ func (c *Conn) Close() error {
 		}
 		c.rmu.Lock()
 		c.rclosed = true
-		c.rbuf, c.rhead = nil, 0
+		if c.ring != nil {
+			c.ring.Discard(c.ring.Buffered())
+		}
 		if c.rtimer != nil {
 			c.rtimer.Stop()
 		}
 		c.rcond.Broadcast()
 		c.rmu.Unlock()
-		c.tc.SetWriteDeadline(time.Now()) // unblock a Write in progress
+		c.SetWriteDeadline(time.Now()) // unblock a Write in progress
 		c.CloseWrite()
 		close(c.closing)
 	})
 	return nil
 }
 
-// controlLoop follows the data level: the peer's DATA_FIN arriving after
-// all data, and the close of the subflow once the connection is closed at
+// run is the connection's sender and control goroutine. It hands data to
+// the subflows (see sender), follows the data level (the peer's DATA_ACK
+// and DATA_FIN), and closes the subflows once the connection is closed at
 // the data level in both directions (our DATA_FIN acknowledged, the peer's
 // reached), as Linux does, or the application closed it and the peer did
 // not answer within lingerTimeout.
-func (c *Conn) controlLoop() {
+func (c *Conn) run() {
 	defer close(c.done)
 	defer c.s.untrack(c)
+	defer c.s.unbindMeta(c.meta)
+	sn := newSender(c)
+	tick := time.NewTicker(tickInterval)
+	defer tick.Stop()
 	var deadline <-chan time.Time
-	closing, readerDone := c.closing, c.readerDone
+	closing := c.closing
+	subflowsClosing := false
 	for {
 		select {
+		case <-c.wake:
 		case <-c.meta.Changed():
-			c.rmu.Lock()
-			reached := c.checkFinLocked()
-			c.rmu.Unlock()
-			if reached {
-				c.sf.AckIfStale()
-			}
+		case <-tick.C:
 		case <-closing:
 			closing = nil
 			deadline = time.After(lingerTimeout)
-		case <-readerDone:
-			readerDone = nil
+		case <-c.aborted:
+			return
 		case <-deadline:
 			c.finish(true)
 			return
 		}
+		c.rmu.Lock()
+		reached := c.checkFinLocked()
+		c.rmu.Unlock()
+		if reached {
+			c.eachPath(func(p *path) { p.sf.AckIfStale() })
+		}
+		sn.pump()
+		live := c.livePaths()
 		switch {
 		case c.dataLevelClosed():
-			// Both DATA_FINs are through: close the subflow with a TCP
-			// FIN and wait for the peer's.
-			c.tc.CloseWrite()
-			if readerDone == nil {
+			// Both DATA_FINs are through: close the subflows with a TCP
+			// FIN and wait for the peer's. A stale subflow would only
+			// hold the close up: it is reset.
+			if !subflowsClosing {
+				subflowsClosing = true
+				c.eachPath(func(p *path) {
+					if p.isStale.Load() {
+						p.ep.Abort()
+					} else {
+						p.tc.CloseWrite()
+					}
+				})
+			}
+			if live == 0 {
 				c.finish(false)
 				return
 			}
-		case readerDone == nil && closing == nil:
-			// The subflow ended (reset, or FIN without DATA_FIN) and the
-			// application closed: nothing more can happen.
+		case live == 0 && closing == nil:
+			// Every subflow ended (reset, or FIN without DATA_FIN) and
+			// the application closed: nothing more can happen.
 			c.finish(false)
 			return
 		}
 	}
+}
+
+func (c *Conn) eachPath(f func(p *path)) {
+	c.pmu.Lock()
+	paths := append([]*path(nil), c.paths...)
+	c.pmu.Unlock()
+	for _, p := range paths {
+		f(p)
+	}
+}
+
+// livePaths counts the subflows whose reader still runs.
+func (c *Conn) livePaths() int {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	n := 0
+	for _, p := range c.paths {
+		if !p.ended.Load() {
+			n++
+		}
+	}
+	return n
 }
 
 func (c *Conn) dataLevelClosed() bool {
@@ -96,30 +144,52 @@ func (c *Conn) dataLevelClosed() bool {
 	return c.eof
 }
 
-// finish releases the subflow: gracefully (the TCP FIN exchange is done or
-// under way) or by reset.
+// finish releases the subflows: gracefully (the TCP FIN exchanges are done
+// or under way) or by reset.
 func (c *Conn) finish(reset bool) {
-	if reset {
-		c.ep.Abort()
-	} else {
-		c.tc.CloseWrite()
-	}
-	select {
-	case <-c.readerDone:
-	case <-time.After(lingerTimeout):
-		c.ep.Abort()
-	}
-	c.tc.Close()
-	waitClosed(c.ep, lingerTimeout)
-	c.sf.Close()
+	c.closePaths()
+	deadline := time.Now().Add(lingerTimeout)
+	c.eachPath(func(p *path) {
+		if reset {
+			p.ep.Abort()
+		} else {
+			p.tc.CloseWrite()
+		}
+	})
+	c.eachPath(func(p *path) {
+		select {
+		case <-p.readerDone:
+		case <-time.After(time.Until(deadline)):
+			p.ep.Abort()
+		}
+	})
+	// A reader may still wait in deliver for room that will never come.
+	c.fail(errClosed)
+	c.eachPath(func(p *path) {
+		p.tc.Close()
+		waitClosed(p.ep, deadline)
+		p.wq.EventUnregister(&p.wake)
+		p.sf.Close()
+	})
 }
 
-// waitClosed waits, at most limit, until gVisor has finished our side of
-// the TCP close of ep: everything we sent, FIN included, is acknowledged
-// (FIN-WAIT-2, TIME-WAIT or CLOSED). Closing the stack before then would
-// reset the connection and lose data the peer has not read yet.
-func waitClosed(ep tcpip.Endpoint, limit time.Duration) {
-	deadline := time.Now().Add(limit)
+// closePaths stops new subflows from joining.
+func (c *Conn) closePaths() {
+	c.pmu.Lock()
+	c.pathsClosed = true
+	c.pmu.Unlock()
+}
+
+// abortPaths resets every subflow (a protocol error ends the connection).
+func (c *Conn) abortPaths() {
+	c.eachPath(func(p *path) { p.ep.Abort() })
+}
+
+// waitClosed waits, at most until deadline, until gVisor has finished our
+// side of the TCP close of ep: everything we sent, FIN included, is
+// acknowledged (FIN-WAIT-2, TIME-WAIT or CLOSED). Closing the stack before
+// then would reset the connection and lose data the peer has not read yet.
+func waitClosed(ep tcpip.Endpoint, deadline time.Time) {
 	for time.Now().Before(deadline) {
 		switch tcp.EndpointState(ep.State()) {
 		case tcp.StateFinWait2, tcp.StateTimeWait, tcp.StateClose, tcp.StateError:
@@ -131,13 +201,25 @@ func waitClosed(ep tcpip.Endpoint, limit time.Duration) {
 
 // abort resets the connection at once (the stack is closing).
 func (c *Conn) abort() {
+	c.closePaths()
 	c.fail(errAborted)
-	c.ep.Abort()
-	c.tc.Close()
-	if c.sf != nil {
-		c.sf.Close()
-	}
-	c.closeOnce.Do(func() { close(c.closing) })
+	c.abortOnce.Do(func() { close(c.aborted) })
+	c.eachPath(func(p *path) {
+		p.ep.Abort()
+		p.tc.Close()
+		if p.sf != nil {
+			p.sf.Close()
+		}
+	})
+	c.closeOnce.Do(func() {
+		close(c.closing)
+		if !c.mptcp {
+			c.s.untrack(c)
+			close(c.done)
+		}
+	})
 }
 
 var errAborted = wrapf("connection aborted: stack closed")
+
+var errClosed = wrapf("connection closed")

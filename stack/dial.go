@@ -5,8 +5,8 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/umptcp/umptcp/subflow"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
@@ -65,14 +65,13 @@ func (s *Stack) DialContext(ctx context.Context, network, address string) (*Conn
 		sf.Close()
 		return fail(wrapf("connect: %s", terr))
 	}
-	tc := gonet.NewTCPConn(&wq, ep)
 	select {
 	case <-sf.Established():
 	default:
 		// The SYN-ACK gVisor accepted had no MP_CAPABLE we could read.
 		sf.Fallback("handshake completed without MP_CAPABLE")
 	}
-	c := newConn(s, tc, ep, sf)
+	c := newConn(s, subflow.Client, ep, &wq, sf)
 	if !s.track(c) {
 		c.abort()
 		return nil, &net.OpError{Op: "dial", Net: network, Err: net.ErrClosed}

@@ -124,7 +124,7 @@ func dialAccept(t *testing.T, sa, sb *stack.Stack, addr string) (*stack.Conn, *s
 	t.Helper()
 	ln, err := sb.Listen("tcp", ":5001")
 	require.NoError(t, err)
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() }) // joins need the listener, as in Linux
 	acc := make(chan *stack.Conn, 1)
 	go func() {
 		c, err := ln.AcceptConn()

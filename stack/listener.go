@@ -7,7 +7,6 @@ import (
 
 	"github.com/umptcp/umptcp/subflow"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -23,7 +22,13 @@ type Listener struct {
 	addr   net.Addr
 	cancel chan struct{}
 	once   sync.Once
+
+	conns    chan *Conn // established, not yet accepted
+	loopDone chan struct{}
 }
+
+// acceptQueue is how many established connections wait for Accept.
+const acceptQueue = 128
 
 var _ net.Listener = (*Listener)(nil)
 
@@ -56,7 +61,7 @@ func (s *Stack) Listen(network, address string) (*Listener, error) {
 	}
 	local, _ := ep.GetLocalAddress()
 	l := &Listener{s: s, ep: ep, wq: &wq, port: local.Port, cancel: make(chan struct{}),
-		addr: net.TCPAddrFromAddrPort(fromFull(local))}
+		addr: net.TCPAddrFromAddrPort(fromFull(local)), conns: make(chan *Conn, acceptQueue), loopDone: make(chan struct{})}
 	s.reg.Listen(l.port)
 	s.mu.Lock()
 	if s.done {
@@ -66,6 +71,7 @@ func (s *Stack) Listen(network, address string) (*Listener, error) {
 	}
 	s.lns[l] = struct{}{}
 	s.mu.Unlock()
+	go l.acceptLoop()
 	return l, nil
 }
 
@@ -74,39 +80,59 @@ func (l *Listener) Accept() (net.Conn, error) { return l.AcceptConn() }
 
 // AcceptConn is Accept with the concrete type.
 func (l *Listener) AcceptConn() (*Conn, error) {
-	ep, wq, terr := l.ep.Accept(nil)
-	if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
-		entry, notify := waiter.NewChannelEntry(waiter.ReadableEvents)
-		l.wq.EventRegister(&entry)
-		for {
-			ep, wq, terr = l.ep.Accept(nil)
-			if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
-				break
-			}
-			select {
-			case <-l.cancel:
-				l.wq.EventUnregister(&entry)
-				return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
-			case <-notify:
-			}
-		}
-		l.wq.EventUnregister(&entry)
-	}
-	if terr != nil {
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: wrapf("%s", terr)}
-	}
-	tc := gonet.NewTCPConn(wq, ep)
-	local := tc.LocalAddr().(*net.TCPAddr).AddrPort()
-	remote := tc.RemoteAddr().(*net.TCPAddr).AddrPort()
-	t := subflow.Tuple{Local: unmapAP(local), Remote: unmapAP(remote)}
-	sf := l.s.reg.Lookup(t)
-	c := newConn(l.s, tc, ep, sf)
-	if !l.s.track(c) {
-		c.abort()
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.cancel:
 		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
 	}
+}
+
+// acceptLoop takes every completed handshake from gVisor: new connections
+// go to the accept queue, joins (MP_JOIN subflows) to their connection,
+// even while the application is not calling Accept.
+func (l *Listener) acceptLoop() {
+	defer close(l.loopDone)
+	entry, notify := waiter.NewChannelEntry(waiter.ReadableEvents)
+	l.wq.EventRegister(&entry)
+	defer l.wq.EventUnregister(&entry)
+	for {
+		ep, wq, terr := l.ep.Accept(nil)
+		if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
+			select {
+			case <-l.cancel:
+				return
+			case <-notify:
+			}
+			continue
+		}
+		if terr != nil {
+			return // the listener is closed
+		}
+		l.dispatch(ep, wq)
+	}
+}
+
+func (l *Listener) dispatch(ep tcpip.Endpoint, wq *waiter.Queue) {
+	local, _ := ep.GetLocalAddress()
+	remote, _ := ep.GetRemoteAddress()
+	t := subflow.Tuple{Local: fromFull(local), Remote: fromFull(remote)}
+	sf := l.s.reg.Lookup(t)
+	if sf != nil && sf.IsJoin() {
+		l.s.attachJoin(sf, ep, wq)
+		return
+	}
+	c := newConn(l.s, subflow.Server, ep, wq, sf)
+	if !l.s.track(c) {
+		c.abort()
+		return
+	}
 	c.start()
-	return c, nil
+	select {
+	case l.conns <- c:
+	default:
+		c.abort() // the accept queue is full, as a full backlog
+	}
 }
 
 // Close stops listening. Accepted connections are not affected.
@@ -115,6 +141,15 @@ func (l *Listener) Close() error {
 		l.s.reg.Unlisten(l.port)
 		close(l.cancel)
 		l.ep.Close()
+		<-l.loopDone
+		for done := false; !done; {
+			select {
+			case c := <-l.conns:
+				c.abort() // never accepted
+			default:
+				done = true
+			}
+		}
 		l.s.mu.Lock()
 		delete(l.s.lns, l)
 		l.s.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/umptcp/umptcp/internal/reasm"
 	"github.com/umptcp/umptcp/option"
 	"github.com/umptcp/umptcp/subflow"
 )
@@ -13,7 +14,7 @@ import (
 // Read reads in-order data; io.EOF after the peer's DATA_FIN.
 func (c *Conn) Read(b []byte) (int, error) {
 	if !c.mptcp {
-		return c.tc.Read(b)
+		return c.first.tc.Read(b)
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
@@ -21,20 +22,13 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if c.rclosed {
 			return 0, opError("read", c, net.ErrClosed)
 		}
-		if avail := len(c.rbuf) - c.rhead; avail > 0 {
+		if c.ring != nil && c.ring.Buffered() > 0 {
 			if len(b) == 0 {
 				return 0, nil
 			}
-			wasFull := avail >= c.s.rcvBuf
-			n := copy(b, c.rbuf[c.rhead:])
-			c.rhead += n
+			n := c.ring.Read(b)
 			c.bytesRecv += uint64(n)
-			if c.rhead == len(c.rbuf) {
-				c.rbuf, c.rhead = c.rbuf[:0], 0
-			}
-			if wasFull {
-				c.rcond.Broadcast() // the reader waits for room
-			}
+			c.rcond.Broadcast() // subflow readers may wait for room
 			return n, nil
 		}
 		if c.eof {
@@ -50,34 +44,26 @@ func (c *Conn) Read(b []byte) (int, error) {
 	}
 }
 
-// readLoop moves the subflow's bytes to the data level: each byte's DSN
+// readLoop moves one subflow's bytes to the data level: each byte's DSN
 // comes from the peer's mapping of its subflow offset.
-func (c *Conn) readLoop() {
-	defer close(c.readerDone)
+func (c *Conn) readLoop(p *path) {
+	defer close(p.readerDone)
 	buf := make([]byte, 64<<10)
 	var off uint64 // subflow offset of buf's next byte
 	var pend pending
 	for {
-		c.rmu.Lock()
-		for !c.rclosed && c.rerr == nil && len(c.rbuf)-c.rhead >= c.s.rcvBuf {
-			c.rcond.Wait()
-		}
-		stop := c.rerr != nil
-		c.rmu.Unlock()
-		if stop {
-			return
-		}
-		n, err := c.tc.Read(buf)
+		n, err := p.tc.Read(buf)
 		if n > 0 {
-			if perr := c.ingest(buf[:n], &off, &pend); perr != nil {
+			if perr := c.ingest(p.sf, buf[:n], &off, &pend); perr != nil {
 				c.fail(perr)
-				c.ep.Abort()
+				c.abortPaths()
+				c.pathEnded(p, perr)
 				return
 			}
-			c.sf.AckIfStale()
+			p.sf.AckIfStale()
 		}
 		if err != nil {
-			c.subflowEnded(err)
+			c.pathEnded(p, err)
 			return
 		}
 	}
@@ -91,9 +77,9 @@ type pending struct {
 	on   bool
 }
 
-func (c *Conn) ingest(b []byte, off *uint64, p *pending) error {
+func (c *Conn) ingest(sf *subflow.Subflow, b []byte, off *uint64, p *pending) error {
 	for len(b) > 0 {
-		m, ok := c.sf.MappingAt(*off)
+		m, ok := sf.MappingAt(*off)
 		if !ok {
 			return wrapf("%w: %d bytes at subflow offset %d have no DSS mapping", ErrProtocol, len(b), *off)
 		}
@@ -110,7 +96,7 @@ func (c *Conn) ingest(b []byte, off *uint64, p *pending) error {
 				var sum option.Sum
 				sum.Add(p.data)
 				if !option.VerifyDSSChecksum(m.DSN, m.SSN, m.WireLen, sum.Value(), m.Checksum) {
-					c.sf.CountChecksumFailure()
+					sf.CountChecksumFailure()
 					return wrapf("%w (DSN %d, %d bytes)", ErrChecksum, m.DSN, m.Len)
 				}
 				c.deliver(m.DSN, p.data)
@@ -125,46 +111,45 @@ func (c *Conn) ingest(b []byte, off *uint64, p *pending) error {
 	return nil
 }
 
-// deliver puts data with DSN dsn into the receive buffer. One subflow
-// delivers in order; bytes the connection has already are dropped.
+// deliver puts data with DSN dsn into the receive buffer, in its place
+// among what other subflows delivered. Duplicates are dropped. Bytes
+// beyond the buffer's window wait here, holding up this subflow's reader
+// (so its TCP window closes), until the application reads.
 func (c *Conn) deliver(dsn uint64, data []byte) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	end := dsn + uint64(len(data))
-	if end <= c.rcvNxt {
-		return
+	if c.ring == nil {
+		// The ring counts from the peer's IDSN: a 64-bit hash, which
+		// absolute DSNs could wrap around.
+		c.ring = reasm.New(c.s.rcvBuf, 1)
 	}
-	if dsn < c.rcvNxt {
-		data = data[c.rcvNxt-dsn:]
-		dsn = c.rcvNxt
+	base := c.meta.RemoteIDSN()
+	for {
+		before := c.ring.Next()
+		n := c.ring.Put(dsn-base, data)
+		if c.rclosed {
+			c.ring.Discard(c.ring.Buffered())
+		}
+		if c.ring.Next() != before {
+			c.checkFinLocked()
+			c.meta.SetDataAck(c.dataAckLocked())
+			c.rcond.Broadcast()
+		}
+		data = data[n:]
+		dsn += uint64(n)
+		if len(data) == 0 || c.rerr != nil {
+			return
+		}
+		c.rcond.Wait()
 	}
-	if dsn != c.rcvNxt {
-		// A gap at the data level cannot happen on one subflow (TCP
-		// delivers in order and mappings are contiguous); reordering
-		// across subflows comes with MP_JOIN.
-		c.rerr = wrapf("%w: data at DSN %d, expected %d", ErrProtocol, dsn, c.rcvNxt)
-		c.rcond.Broadcast()
-		return
-	}
-	if !c.rclosed {
-		c.appendLocked(data)
-	}
-	c.rcvNxt = end
-	c.checkFinLocked()
-	c.meta.SetDataAck(c.dataAckLocked())
-	c.rcond.Broadcast()
 }
 
-// appendLocked adds in-order data to the receive buffer. Bytes the
-// application has read are dropped from the front once they are half of the
-// buffer, so a reader that never quite catches up does not make it grow
-// without bound.
-func (c *Conn) appendLocked(data []byte) {
-	if c.rhead > 0 && (c.rhead >= len(c.rbuf)/2 || len(c.rbuf)+len(data) > cap(c.rbuf)) {
-		n := copy(c.rbuf, c.rbuf[c.rhead:])
-		c.rbuf, c.rhead = c.rbuf[:n], 0
+// nextLocked is the next DSN expected in order.
+func (c *Conn) nextLocked() uint64 {
+	if c.ring == nil {
+		return c.meta.RemoteIDSN() + 1
 	}
-	c.rbuf = append(c.rbuf, data...)
+	return c.meta.RemoteIDSN() + c.ring.Next()
 }
 
 // checkFinLocked notices that the peer's DATA_FIN is next in sequence.
@@ -172,7 +157,7 @@ func (c *Conn) checkFinLocked() bool {
 	if c.eof {
 		return false
 	}
-	if fin, ok := c.meta.PeerFin(); ok && c.rcvNxt == fin {
+	if fin, ok := c.meta.PeerFin(); ok && c.nextLocked() == fin {
 		c.eof = true
 		c.meta.SetDataAck(c.dataAckLocked())
 		c.rcond.Broadcast()
@@ -185,31 +170,60 @@ func (c *Conn) checkFinLocked() bool {
 // DATA_FIN once reached (it occupies one DSN).
 func (c *Conn) dataAckLocked() uint64 {
 	if c.eof {
-		return c.rcvNxt + 1
+		return c.nextLocked() + 1
 	}
-	return c.rcvNxt
+	return c.nextLocked()
 }
 
-// subflowEnded handles the end of the subflow's byte stream: the peer's TCP
-// FIN (normal after DATA_FIN) or an error such as a reset.
-func (c *Conn) subflowEnded(err error) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	c.checkFinLocked()
-	if c.eof || c.rclosed {
-		c.rcond.Broadcast()
+// pathEnded handles the end of a subflow's byte stream: the peer's TCP FIN
+// (normal after DATA_FIN) or an error such as a reset. The connection
+// carries on while another subflow lives; the sender sends the ended
+// subflow's unacknowledged data again elsewhere.
+func (c *Conn) pathEnded(p *path, err error) {
+	p.endErr.Store(&err)
+	c.pmu.Lock()
+	p.ended.Store(true)
+	live := 0
+	for _, q := range c.paths {
+		if !q.ended.Load() {
+			live++
+		}
+	}
+	c.pmu.Unlock()
+	c.poke()
+	if live > 0 {
 		return
 	}
-	if errors.Is(err, io.EOF) {
-		err = wrapf("%w: subflow closed without DATA_FIN", io.ErrUnexpectedEOF)
-	}
-	if c.rerr == nil {
-		c.rerr = err
+	c.rmu.Lock()
+	c.checkFinLocked()
+	if !c.eof && !c.rclosed {
+		if isEOF(err) {
+			err = wrapf("%w: subflow closed without DATA_FIN", io.ErrUnexpectedEOF)
+		}
+		if c.rerr == nil {
+			c.rerr = err
+		}
 	}
 	c.rcond.Broadcast()
+	c.rmu.Unlock()
+	c.wmu.Lock()
+	if c.werr == nil {
+		c.werr = wrapf("connection lost: every subflow ended (%v)", err)
+	}
+	c.wcond.Broadcast()
+	c.wmu.Unlock()
 }
 
+func isEOF(err error) bool { return errors.Is(err, io.EOF) }
+
+// fail ends the connection with err for readers and writers.
 func (c *Conn) fail(err error) {
+	c.wmu.Lock()
+	if c.werr == nil {
+		c.werr = err
+	}
+	c.wcond.Broadcast()
+	c.wmu.Unlock()
 	c.rmu.Lock()
 	if c.rerr == nil {
 		c.rerr = err

@@ -2,15 +2,17 @@ package stack
 
 import (
 	"net"
+	"time"
+
+	"github.com/umptcp/umptcp/scheduler"
+	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
-// writeChunk bounds how much one mapping announcement covers.
-const writeChunk = 256 << 10
-
-// Write writes b; every byte gets the next DSN.
+// Write copies b into the connection's send buffer; it blocks while the
+// buffer is full. Every byte gets the next DSN.
 func (c *Conn) Write(b []byte) (int, error) {
 	if !c.mptcp {
-		n, err := c.tc.Write(b)
+		n, err := c.first.tc.Write(b)
 		c.wmu.Lock()
 		c.bytesSent += uint64(n)
 		c.wmu.Unlock()
@@ -18,22 +20,25 @@ func (c *Conn) Write(b []byte) (int, error) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.wclosed {
-		return 0, opError("write", c, net.ErrClosed)
-	}
 	total := 0
 	for len(b) > 0 {
-		chunk := b[:min(len(b), writeChunk)]
-		c.sf.WillWrite(c.sndNxt, len(chunk))
-		n, err := c.tc.Write(chunk)
-		c.sf.Wrote(len(chunk), n)
-		c.sndNxt += uint64(n)
-		c.bytesSent += uint64(n)
-		total += n
-		b = b[n:]
-		if err != nil {
-			return total, err
+		switch {
+		case c.wclosed:
+			return total, opError("write", c, net.ErrClosed)
+		case c.werr != nil:
+			return total, opError("write", c, c.werr)
 		}
+		if n := c.sbuf.write(b); n > 0 {
+			total += n
+			c.bytesSent += uint64(n)
+			b = b[n:]
+			c.poke()
+			continue
+		}
+		if !c.wdeadline.IsZero() && !time.Now().Before(c.wdeadline) {
+			return total, opError("write", c, errTimeout)
+		}
+		c.wcond.Wait()
 	}
 	return total, nil
 }
@@ -42,15 +47,257 @@ func (c *Conn) Write(b []byte) (int, error) {
 // every byte (DATA_FIN, RFC 8684 §3.3.3) and can still send.
 func (c *Conn) CloseWrite() error {
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	if c.wclosed {
+		c.wmu.Unlock()
 		return nil
 	}
 	c.wclosed = true
+	c.wcond.Broadcast()
+	c.wmu.Unlock()
 	if !c.mptcp {
-		return c.tc.CloseWrite()
+		return c.first.tc.CloseWrite()
 	}
-	c.meta.SetDataFin(c.sndNxt)
-	c.sf.SendDataFin()
+	c.poke() // the sender announces DATA_FIN once every byte is on a subflow
 	return nil
+}
+
+// maxChunk bounds one write into a subflow endpoint, so that the scheduler
+// decides again at least this often.
+const maxChunk = 64 << 10
+
+// staleRTOs is how many retransmission timeouts in a row, without the
+// peer acknowledging anything, make a subflow stale: its unacknowledged
+// data is sent again on the others and it gets no new data until it makes
+// progress again (Linux's stale_loss_cnt, default 4, is the same idea).
+const staleRTOs = 2
+
+// Data-level retransmission: if the DATA_ACK does not move for this long
+// while data is outstanding, the oldest unacknowledged bytes are sent again
+// on the best subflow (the peer may have dropped them at the data level).
+const (
+	minDataRTO    = time.Second
+	maxDataRTO    = 30 * time.Second
+	dataRTOAmount = 256 << 10
+)
+
+// sender is the state of the connection's sender goroutine.
+type sender struct {
+	c        *Conn
+	schedNxt uint64     // next new DSN to hand to a subflow
+	reinject []dsnRange // DSNs to send again, oldest first
+	finSet   bool       // our DATA_FIN is set
+
+	lastUna  uint64
+	unaSince time.Time
+	dataRTO  time.Duration
+
+	pl     payload
+	paths  []*path
+	usable []*path
+	views  []scheduler.Path
+}
+
+func newSender(c *Conn) *sender {
+	start := c.meta.LocalIDSN() + 1
+	return &sender{c: c, schedNxt: start, lastUna: start, unaSince: time.Now(), dataRTO: minDataRTO}
+}
+
+// pump hands as much data to the subflows as they take now: reinjections
+// first, then new data as the scheduler decides, then the DATA_FIN.
+func (sn *sender) pump() {
+	c := sn.c
+	una := c.meta.SndUna()
+	c.wmu.Lock()
+	if c.sbuf.ackTo(una) {
+		c.wcond.Broadcast()
+	}
+	nxt := c.sbuf.nxt
+	wclosed := c.wclosed
+	sched := c.sched
+	c.wmu.Unlock()
+
+	c.pmu.Lock()
+	sn.paths = append(sn.paths[:0], c.paths...)
+	c.pmu.Unlock()
+	sn.usable, sn.views = sn.usable[:0], sn.views[:0]
+	haveRegular := false
+	for _, p := range sn.paths {
+		p.sent.trim(una)
+		if p.ended.Load() {
+			if !p.retired {
+				p.retired = true
+				sn.reinject = p.sent.take(sn.reinject)
+				if e := p.endErr.Load(); e != nil && isEOF(*e) {
+					p.tc.CloseWrite() // the peer closed this subflow: so do we
+				}
+			}
+			continue
+		}
+		select {
+		case <-p.sf.Ready():
+		default:
+			continue
+		}
+		if failed, _ := p.sf.Failed(); failed {
+			continue
+		}
+		if sn.finSet && !p.finSent {
+			p.finSent = true
+			p.sf.SendDataFin()
+		}
+		view, written, acked := p.state()
+		if sn.checkStale(p, written, acked) {
+			continue
+		}
+		if !view.Backup {
+			haveRegular = true
+		}
+		sn.usable = append(sn.usable, p)
+		sn.views = append(sn.views, view)
+	}
+	sn.checkDataRTO(una)
+
+	if len(sn.usable) > 0 {
+		sn.sendReinjections(una, sched)
+		if d, ok := sched.(scheduler.Duplicating); ok && d.Duplicates() {
+			sn.sendRedundant(una, nxt, haveRegular)
+		} else {
+			sn.sendNew(nxt, sched)
+		}
+	}
+	if wclosed && !sn.finSet && sn.schedNxt == nxt && len(sn.reinject) == 0 {
+		sn.finSet = true
+		c.meta.SetDataFin(nxt)
+		for _, p := range sn.usable {
+			p.finSent = true
+			p.sf.SendDataFin()
+		}
+	}
+}
+
+// checkStale follows a subflow's progress; it reports whether the subflow
+// is stale (see staleRTOs).
+func (sn *sender) checkStale(p *path, written, acked uint64) bool {
+	if acked > p.progAcked || written == acked {
+		p.progAcked = acked
+		p.progRTOs = p.rtoCount()
+		if p.stale {
+			p.stale = false
+			p.isStale.Store(false)
+		}
+		return false
+	}
+	if !p.stale && p.rtoCount() >= p.progRTOs+staleRTOs {
+		p.stale = true
+		p.isStale.Store(true)
+		sn.reinject = p.sent.take(sn.reinject)
+	}
+	return p.stale
+}
+
+// checkDataRTO queues the oldest outstanding bytes for another send when
+// the DATA_ACK has not moved for a data-level RTO.
+func (sn *sender) checkDataRTO(una uint64) {
+	now := time.Now()
+	if una != sn.lastUna || una >= sn.schedNxt {
+		sn.lastUna, sn.unaSince, sn.dataRTO = una, now, minDataRTO
+		return
+	}
+	if now.Sub(sn.unaSince) < sn.dataRTO {
+		return
+	}
+	sn.reinject = append(sn.reinject, dsnRange{una, min(sn.schedNxt, una+dataRTOAmount)})
+	sn.unaSince = now
+	sn.dataRTO = min(2*sn.dataRTO, maxDataRTO)
+}
+
+// sendReinjections sends queued ranges again on the subflows the
+// scheduler picks (stale and ended subflows are not among them).
+func (sn *sender) sendReinjections(una uint64, sched scheduler.Scheduler) {
+	for len(sn.reinject) > 0 {
+		r := &sn.reinject[0]
+		r.start = max(r.start, una)
+		r.end = min(r.end, sn.schedNxt)
+		if r.start >= r.end {
+			sn.reinject = sn.reinject[1:]
+			continue
+		}
+		n := int(r.end - r.start)
+		i := sched.Pick(sn.views, n)
+		if i < 0 || i >= len(sn.views) || sn.views[i].Room <= 0 {
+			return
+		}
+		w := sn.write(i, r.start, min(n, sn.views[i].Room, maxChunk))
+		if w == 0 {
+			continue
+		}
+		r.start += uint64(w)
+		sn.c.pmu.Lock()
+		sn.c.reinjected += uint64(w)
+		sn.c.pmu.Unlock()
+	}
+	if len(sn.reinject) == 0 {
+		sn.reinject = sn.reinject[:0:0] // let a large backing array go
+	}
+}
+
+// sendNew hands new bytes to the subflows the scheduler picks.
+func (sn *sender) sendNew(nxt uint64, sched scheduler.Scheduler) {
+	for sn.schedNxt < nxt {
+		pending := int(min(nxt-sn.schedNxt, 1<<30))
+		i := sched.Pick(sn.views, pending)
+		if i < 0 || i >= len(sn.views) || sn.views[i].Room <= 0 {
+			return
+		}
+		w := sn.write(i, sn.schedNxt, min(pending, sn.views[i].Room, maxChunk))
+		sn.schedNxt += uint64(w)
+	}
+}
+
+// sendRedundant lets every subflow send, from its own position, everything
+// the peer has not acknowledged: backup subflows only when no other one is
+// usable.
+func (sn *sender) sendRedundant(una, nxt uint64, haveRegular bool) {
+	for i, p := range sn.usable {
+		if haveRegular && sn.views[i].Backup {
+			continue
+		}
+		p.redNxt = max(p.redNxt, una)
+		for p.redNxt < nxt && sn.views[i].Room > 0 {
+			w := sn.write(i, p.redNxt, int(min(nxt-p.redNxt, uint64(sn.views[i].Room), maxChunk)))
+			if w == 0 {
+				break
+			}
+			p.redNxt += uint64(w)
+		}
+		sn.schedNxt = max(sn.schedNxt, p.redNxt)
+	}
+}
+
+// write hands DSNs [dsn, dsn+n) to usable subflow i and returns how many
+// bytes its endpoint took. A subflow that takes nothing gets no more this
+// round.
+func (sn *sender) write(i int, dsn uint64, n int) int {
+	p := sn.usable[i]
+	c := sn.c
+	c.wmu.Lock()
+	x, y := c.sbuf.slices(dsn, dsn+uint64(n))
+	c.wmu.Unlock()
+	// The bytes stay put while we copy: only this goroutine frees them,
+	// and the application writes only outside [una, nxt).
+	sn.pl = payload{x, y}
+	p.sf.WillWrite(dsn, n)
+	w, err := p.ep.Write(&sn.pl, tcpip.WriteOptions{})
+	p.sf.Wrote(n, int(w))
+	sn.pl = payload{}
+	if w > 0 {
+		p.sent.add(dsn, dsn+uint64(w))
+	}
+	v := &sn.views[i]
+	v.Room -= int(w)
+	v.Queued += int(w)
+	if w == 0 || err != nil {
+		v.Room = 0
+	}
+	return int(w)
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/umptcp/umptcp/pm"
+	"github.com/umptcp/umptcp/scheduler"
 	"github.com/umptcp/umptcp/subflow"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -21,6 +23,10 @@ import (
 type Link struct {
 	Endpoint gvstack.LinkEndpoint
 	Addrs    []netip.Prefix
+	// Backup makes the subflows this stack opens from the link's
+	// addresses backup paths (MP_JOIN B bit): they carry data only when no
+	// other subflow can.
+	Backup bool
 }
 
 // Config configures a Stack.
@@ -33,20 +39,50 @@ type Config struct {
 	// ReceiveBuffer is the connection-level receive buffer in bytes
 	// (default 4 MiB). A full buffer closes the subflows' windows.
 	ReceiveBuffer int
+	// SendBuffer is the connection-level send buffer in bytes (default
+	// 4 MiB): written data stays in it until the peer's DATA_ACK covers
+	// it, so that another subflow can send it again. Write blocks when it
+	// is full.
+	SendBuffer int
+
+	// Scheduler names the scheduler of new connections (see
+	// scheduler.Names; "" is the default, lowest RTT first).
+	// NewScheduler, when set, is used instead; Conn.SetScheduler changes
+	// one connection's.
+	Scheduler    string
+	NewScheduler func() scheduler.Scheduler
+
+	// Endpoints are the path manager's local addresses (see package pm).
+	// Nil means every address of every link, flagged pm.Subflow (and
+	// pm.Backup on a Backup link): a client opens one additional subflow
+	// from each address other than the initial subflow's, to the peer's
+	// address of the initial subflow.
+	Endpoints []pm.Endpoint
+	// Limits bound the additional subflows of a connection, opened or
+	// accepted (nil: pm.DefaultLimits).
+	Limits *pm.Limits
 }
 
-const defaultReceiveBuffer = 4 << 20
+const (
+	defaultReceiveBuffer = 4 << 20
+	defaultSendBuffer    = 4 << 20
+)
 
 // Stack is a userspace TCP/IP stack that speaks MPTCP.
 type Stack struct {
-	gs     *gvstack.Stack
-	reg    *subflow.Registry
-	layers []*subflow.Layer
-	rcvBuf int
+	gs           *gvstack.Stack
+	reg          *subflow.Registry
+	layers       []*subflow.Layer
+	rcvBuf       int
+	sndBuf       int
+	pm           *pm.Manager
+	nicOf        map[netip.Addr]tcpip.NICID
+	newScheduler func() scheduler.Scheduler
 
 	mu    sync.Mutex
 	conns map[*Conn]struct{}
 	lns   map[*Listener]struct{}
+	metas map[*subflow.Meta]*Conn // MPTCP connections, for joins
 	done  bool
 }
 
@@ -63,13 +99,34 @@ func New(cfg Config) (*Stack, error) {
 		gs.Close()
 		return nil, err
 	}
-	s := &Stack{gs: gs, reg: subflow.NewRegistry(cfg.Checksum), rcvBuf: cfg.ReceiveBuffer,
-		conns: make(map[*Conn]struct{}), lns: make(map[*Listener]struct{})}
+	s := &Stack{gs: gs, reg: subflow.NewRegistry(cfg.Checksum), rcvBuf: cfg.ReceiveBuffer, sndBuf: cfg.SendBuffer,
+		nicOf: make(map[netip.Addr]tcpip.NICID),
+		conns: make(map[*Conn]struct{}), lns: make(map[*Listener]struct{}), metas: make(map[*subflow.Meta]*Conn)}
 	if s.rcvBuf <= 0 {
 		s.rcvBuf = defaultReceiveBuffer
 	}
+	if s.sndBuf <= 0 {
+		s.sndBuf = defaultSendBuffer
+	}
+	switch {
+	case cfg.NewScheduler != nil:
+		s.newScheduler = cfg.NewScheduler
+	default:
+		if _, err := scheduler.New(cfg.Scheduler); err != nil && cfg.Scheduler != "" {
+			gs.Close()
+			return nil, wrapf("%v", err)
+		}
+		name := cfg.Scheduler
+		s.newScheduler = func() scheduler.Scheduler {
+			if name == "" {
+				return scheduler.NewMinRTT()
+			}
+			sc, _ := scheduler.New(name)
+			return sc
+		}
+	}
 	var routes, defaults []tcpip.Route
-	have4, have6 := false, false
+	var endpoints []pm.Endpoint
 	for i, l := range cfg.Links {
 		if l.Endpoint == nil {
 			gs.Close()
@@ -94,18 +151,67 @@ func New(cfg Config) (*Stack, error) {
 				return nil, wrapf("link %d: address %s: %s", i, p, err)
 			}
 			routes = append(routes, tcpip.Route{Destination: pa.AddressWithPrefix.Subnet(), NIC: nic})
-			if a.Is4() && !have4 {
-				have4 = true
-				defaults = append(defaults, tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: nic})
+			// A default route per link and family, in link order: the
+			// first link's is used unless a subflow is bound to another
+			// link's address.
+			empty := header.IPv4EmptySubnet
+			if a.Is6() {
+				empty = header.IPv6EmptySubnet
 			}
-			if a.Is6() && !have6 {
-				have6 = true
-				defaults = append(defaults, tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nic})
+			defaults = append(defaults, tcpip.Route{Destination: empty, NIC: nic})
+			s.nicOf[a] = nic
+			flags := pm.Subflow
+			if l.Backup {
+				flags |= pm.Backup
 			}
+			endpoints = append(endpoints, pm.Endpoint{Addr: a, ID: uint8(len(endpoints) + 1), Flags: flags})
 		}
 	}
 	gs.SetRouteTable(append(routes, defaults...))
+	if cfg.Endpoints != nil {
+		endpoints = cfg.Endpoints
+	}
+	limits := pm.DefaultLimits
+	if cfg.Limits != nil {
+		limits = *cfg.Limits
+	}
+	s.pm = pm.New(endpoints, limits)
+	s.reg.SetMaxSubflows(limits.Subflows + 1)
+	multi := len(cfg.Links) > 1
+	if multi {
+		// The weak host model: a packet to any of our addresses is
+		// accepted on any link (a peer may reach the address of the
+		// initial subflow over another path), and a subflow bound to one
+		// link may use the address of another. gVisor does this with
+		// forwarding on; the option layer drops every packet that is not
+		// for one of our addresses, so nothing is ever forwarded.
+		for _, proto := range []tcpip.NetworkProtocolNumber{ipv4.ProtocolNumber, ipv6.ProtocolNumber} {
+			if err := gs.SetForwardingDefaultAndAllNICs(proto, true); err != nil {
+				gs.Close()
+				return nil, wrapf("forwarding: %s", err)
+			}
+		}
+	}
+	var local []netip.Addr
+	if multi {
+		for a := range s.nicOf {
+			local = append(local, a)
+		}
+	}
+	s.reg.SetAddresses(s.pm.AddrIDs(), local)
 	return s, nil
+}
+
+func (s *Stack) bindMeta(m *subflow.Meta, c *Conn) {
+	s.mu.Lock()
+	s.metas[m] = c
+	s.mu.Unlock()
+}
+
+func (s *Stack) unbindMeta(m *subflow.Meta) {
+	s.mu.Lock()
+	delete(s.metas, m)
+	s.mu.Unlock()
 }
 
 // tuneTCP turns on what a fast subflow needs: SACK (which also makes pure

@@ -95,7 +95,11 @@ func (s *Subflow) dataFinTickLocked() {
 // sendPureAckLocked writes a pure ACK that repeats the last header gVisor
 // sent on this subflow (so the peer's TCP learns nothing new and, with SACK
 // in use, does not count it as a duplicate ACK) with a fresh DSS.
-func (s *Subflow) sendPureAckLocked(withFin bool) {
+func (s *Subflow) sendPureAckLocked(withFin bool) { s.sendAckLocked(withFin, nil) }
+
+// sendAckLocked is sendPureAckLocked with extra options (MP_PRIO) after
+// the DSS.
+func (s *Subflow) sendAckLocked(withFin bool, extra []byte) {
 	l := s.out.Load()
 	if l == nil || !s.last.valid || s.last.closed {
 		return
@@ -109,26 +113,29 @@ func (s *Subflow) sendPureAckLocked(withFin bool) {
 	if fin := m.finSeq.Load(); fin != 0 && (withFin || s.sndHigh >= s.written) && !m.DataFinAcked() {
 		s.addDataFin(&d, fin-1)
 	}
-	if !d.HasDataAck && !d.HasMapping {
+	if !d.HasDataAck && !d.HasMapping && len(extra) == 0 {
 		return
 	}
-	var opts [maxTCPOptions]byte
-	o := opts[:0]
-	if s.last.hasTS {
-		o = append(o, header.TCPOptionNOP, header.TCPOptionNOP)
-		o = o[:len(o)+header.EncodeTSOption(s.last.tsVal, s.last.tsEcr, o[len(o):len(o)+10])]
+	var opts [2 * maxTCPOptions]byte
+	o := s.appendTS(opts[:0])
+	if d.HasDataAck || d.HasMapping {
+		o = d.Append(o)
 	}
-	o = d.Append(o)
-	for len(o)%4 != 0 {
-		o = append(o, header.TCPOptionNOP)
+	if len(o)+len(extra) > maxTCPOptions {
+		// No room next to a DATA_FIN: the extra option goes on its own ACK.
+		s.counters.AcksSent++
+		l.writeSegment(s.tuple, s.last.seq, s.last.ack, header.TCPFlagAck, s.last.wnd, pad(o))
+		o = s.appendTS(opts[:0])
 	}
+	o = append(o, extra...)
 	s.counters.AcksSent++
-	l.writePureAck(s.tuple, s.last.seq, s.last.ack, s.last.wnd, o)
+	l.writeSegment(s.tuple, s.last.seq, s.last.ack, header.TCPFlagAck, s.last.wnd, pad(o))
 }
 
-// writePureAck builds an IPv4/IPv6 TCP ACK with the given options and
-// writes it to the child link (below the rewriting, which it needs not).
-func (l *Layer) writePureAck(t Tuple, seq, ack uint32, wnd uint16, opts []byte) {
+// writeSegment builds an IPv4/IPv6 TCP segment without payload (an ACK or
+// a RST) with the given options and writes it to the child link (below the
+// rewriting, which it needs not).
+func (l *Layer) writeSegment(t Tuple, seq, ack uint32, flags header.TCPFlags, wnd uint16, opts []byte) {
 	v6 := t.Local.Addr().Is6() && !t.Local.Addr().Is4In6()
 	ipLen := header.IPv4MinimumSize
 	proto := header.IPv4ProtocolNumber
@@ -149,7 +156,7 @@ func (l *Layer) writePureAck(t Tuple, seq, ack uint32, wnd uint16, opts []byte) 
 		SeqNum:     seq,
 		AckNum:     ack,
 		DataOffset: uint8(tcpLen),
-		Flags:      header.TCPFlagAck,
+		Flags:      flags,
 		WindowSize: wnd,
 	})
 	copy(th[header.TCPMinimumSize:], opts)

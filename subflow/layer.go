@@ -277,6 +277,9 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 			return nil, false
 		}
 		h := header.IPv4(b)
+		if l.reg.localOnly != nil && !l.reg.isLocal(netip.AddrFrom4([4]byte(b[16:20]))) {
+			return nil, true // never forward: see Registry.SetAddresses
+		}
 		if h.Protocol() != uint8(header.TCPProtocolNumber) || h.More() || h.FragmentOffset() != 0 {
 			return nil, false
 		}
@@ -286,7 +289,13 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 		}
 	case header.IPv6ProtocolNumber:
 		b, ok := data.PullUp(header.IPv6MinimumSize)
-		if !ok || header.IPv6(b).NextHeader() != uint8(header.TCPProtocolNumber) {
+		if !ok {
+			return nil, false
+		}
+		if l.reg.localOnly != nil && !l.reg.isLocal(netip.AddrFrom16([16]byte(b[24:40]))) {
+			return nil, true
+		}
+		if header.IPv6(b).NextHeader() != uint8(header.TCPProtocolNumber) {
 			return nil, false
 		}
 		ipLen = header.IPv6MinimumSize
@@ -320,16 +329,29 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 	}
 	var set option.Set
 	perr := option.ParseTCPOptions(seg.tcp.Options(), &set)
-	if sf == nil && perr == nil && set.Has(option.SubtypeMPCapable) &&
-		set.MPCapable.Form == option.MPCSyn && set.MPCapable.Version == 1 {
-		sf = l.reg.acceptSYN(t, set.MPCapable.Flags&option.FlagChecksum != 0)
+	if sf == nil && perr == nil {
+		switch {
+		case set.Has(option.SubtypeMPCapable) && set.MPCapable.Form == option.MPCSyn && set.MPCapable.Version == 1:
+			sf = l.reg.acceptSYN(t, set.MPCapable.Flags&option.FlagChecksum != 0)
+		case set.Has(option.SubtypeMPJoin) && set.MPJoin.Form == option.JoinSyn:
+			var v joinVerdict
+			var reason uint8
+			sf, v, reason = l.reg.acceptJoin(t, &set.MPJoin)
+			if v == joinRejected {
+				l.rejectJoin(t, seg.tcp, seg.payloadLen, reason)
+				return nil, true
+			}
+		}
 	}
 	if sf == nil {
 		return nil, false
 	}
 	sf.out.CompareAndSwap(nil, l)
-	if !sf.inbound(seg.tcp, seg.payloadLen, &set, perr) {
+	switch sf.inbound(seg.tcp, seg.payloadLen, &set, perr) {
+	case drop:
 		return nil, true
+	case reset:
+		return asReset(pkt, ipLen, tcpLen, &seg), false
 	}
 	if flags.Contains(header.TCPFlagSyn) {
 		if by := mssClamp(seg.tcp.Options()); by > 0 {
@@ -337,6 +359,27 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 		}
 	}
 	return nil, false
+}
+
+// rejectJoin answers a SYN with MP_JOIN that cannot join anything with a
+// RST carrying MP_TCPRST (RFC 8684 §3.6); gVisor never sees the SYN.
+func (l *Layer) rejectJoin(t Tuple, syn header.TCP, payloadLen int, reason uint8) {
+	seq, ack, flags := resetFor(syn, payloadLen)
+	var buf [8]byte
+	o := option.TCPRST{Reason: reason}
+	l.writeSegment(t, seq, ack, flags, 0, pad(o.Append(buf[:0])))
+}
+
+// asReset returns the headers of an inbound segment turned into a RST
+// (payload dropped), for gVisor: its endpoint of a failed join must end.
+func asReset(pkt *stack.PacketBuffer, ipLen, tcpLen int, seg *segment) *stack.PacketBuffer {
+	raw := pkt.Data().AsRange().ToSlice()[:ipLen+tcpLen]
+	fixIPLength(raw[:ipLen], seg.v6, ipLen+tcpLen)
+	h := header.TCP(raw[ipLen:])
+	h.SetFlags(uint8(h.Flags() | header.TCPFlagRst))
+	h.SetChecksum(0)
+	h.SetChecksum(^checksum.Combine(seg.pseudo(tcpLen), checksum.Checksum(h, 0)))
+	return stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(raw)})
 }
 
 // mptcpOverhead is the most an MPTCP option adds to a data segment: a DSS

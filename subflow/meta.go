@@ -1,7 +1,10 @@
 package subflow
 
 import (
+	"net/netip"
 	"sync/atomic"
+
+	"github.com/umptcp/umptcp/option"
 )
 
 // Meta is the connection-level (data-level) state that every subflow of one
@@ -15,7 +18,14 @@ type Meta struct {
 	localKey, remoteKey   uint64
 	localIDSN, remoteIDSN uint64
 	localToken            uint32
+	remoteToken           uint32      // the peer's token, which our MP_JOIN SYNs carry
 	checksum              atomic.Bool // DSS checksums in use (§3.3.1), either side asked
+
+	// initialLocal is our address on the initial subflow: address ID 0.
+	initialLocal netip.Addr
+	// subflows counts the live subflows (handshakes included); the token
+	// is forgotten when the last one goes.
+	subflows atomic.Int32
 
 	canAck  atomic.Bool   // the remote IDSN is known: DATA_ACK may be sent
 	rcvNxt  atomic.Uint64 // the DATA_ACK we send: next DSN expected
@@ -38,6 +48,7 @@ func newMeta(localKey uint64, token uint32, idsn uint64) *Meta {
 // It is called with the owning subflow's lock held, once.
 func (m *Meta) setRemoteKey(key uint64, idsn uint64) {
 	m.remoteKey = key
+	m.remoteToken = option.Token(key)
 	m.remoteIDSN = idsn
 	m.rcvNxt.Store(idsn + 1)
 	m.canAck.Store(true)
@@ -54,6 +65,15 @@ func (m *Meta) LocalToken() uint32 { return m.localToken }
 // data byte in each direction has DSN IDSN+1.
 func (m *Meta) LocalIDSN() uint64  { return m.localIDSN }
 func (m *Meta) RemoteIDSN() uint64 { return m.remoteIDSN }
+
+// RemoteToken is the peer's token: joins to the peer carry it.
+func (m *Meta) RemoteToken() uint32 { return m.remoteToken }
+
+// Subflows returns how many subflows of the connection are alive.
+func (m *Meta) Subflows() int { return int(m.subflows.Load()) }
+
+// Poke wakes whoever waits on Changed.
+func (m *Meta) Poke() { m.poke() }
 
 // Checksum reports whether DSS checksums are in use.
 func (m *Meta) Checksum() bool { return m.checksum.Load() }

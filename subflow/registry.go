@@ -24,7 +24,17 @@ type Registry struct {
 
 	// Checksum is this side's wish for DSS checksums (MP_CAPABLE flag A).
 	checksum bool
+
+	// Set before traffic flows, read-only afterwards.
+	maxSubflows int                  // per connection, the initial one included
+	addrIDs     map[netip.Addr]uint8 // our addresses' IDs (0 is the initial subflow's)
+	localOnly   map[netip.Addr]bool  // non-nil: inbound packets must be to one of these
 }
+
+// DefaultMaxSubflows bounds the subflows of one connection, the initial one
+// included, unless SetMaxSubflows says otherwise (Linux allows at most 8
+// additional ones).
+const DefaultMaxSubflows = 9
 
 type dialKey struct {
 	localPort uint16
@@ -40,7 +50,50 @@ func NewRegistry(checksum bool) *Registry {
 		listening: make(map[uint16]bool),
 		tokens:    make(map[uint32]*Meta),
 		checksum:  checksum,
+
+		maxSubflows: DefaultMaxSubflows,
 	}
+}
+
+// SetMaxSubflows bounds the subflows a connection may have; joins beyond it
+// are reset (MP_TCPRST "administratively prohibited", as Linux does). Call
+// it before traffic flows.
+func (r *Registry) SetMaxSubflows(n int) {
+	if n < 1 {
+		n = 1
+	}
+	r.maxSubflows = n
+}
+
+// SetAddresses tells the registry the address IDs of the stack's addresses
+// (RFC 8684 §3.2; the initial subflow's address is ID 0 whatever this
+// says). A non-nil localOnly lists every address of the stack: inbound
+// packets to any other address are dropped:
+// the stack runs with IP forwarding on so that a packet to one of its
+// addresses may arrive on any link (the weak host model, which a server with
+// several paths to one address needs), and must never forward anything else.
+// Call it before traffic flows.
+func (r *Registry) SetAddresses(ids map[netip.Addr]uint8, localOnly []netip.Addr) {
+	r.addrIDs = ids
+	if localOnly != nil {
+		r.localOnly = make(map[netip.Addr]bool, len(localOnly))
+		for _, a := range localOnly {
+			r.localOnly[a] = true
+		}
+	}
+}
+
+// isLocal reports whether an inbound packet to dst may be accepted.
+func (r *Registry) isLocal(dst netip.Addr) bool {
+	return r.localOnly == nil || r.localOnly[dst]
+}
+
+// addrID is the address ID of our address a on a connection.
+func (r *Registry) addrID(m *Meta, a netip.Addr) uint8 {
+	if a == m.initialLocal {
+		return 0
+	}
+	return r.addrIDs[a]
 }
 
 // newMetaLocked makes connection state with a fresh key whose token no
@@ -57,6 +110,7 @@ func (r *Registry) newMetaLocked() (*Meta, error) {
 		}
 		m := newMeta(key, tok, option.IDSN(key))
 		m.checksum.Store(r.checksum)
+		m.subflows.Store(1)
 		r.tokens[tok] = m
 		return m, nil
 	}
@@ -78,6 +132,31 @@ func (r *Registry) Dial(localPort uint16, remote netip.AddrPort) (*Subflow, erro
 	return s, nil
 }
 
+// Join prepares an additional subflow of the connection of m (RFC 8684
+// §3.2) for an endpoint bound to local that is about to connect to remote:
+// its SYN will carry MP_JOIN with the peer's token. backup asks the peer to
+// use the subflow only when no other one can send.
+func (r *Registry) Join(m *Meta, local netip.AddrPort, remote netip.AddrPort, backup bool) (*Subflow, error) {
+	nonce, err := newNonce()
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tokens[m.localToken] != m {
+		return nil, errors.New("subflow: the connection is gone")
+	}
+	s := newSubflow(r, Tuple{Local: local, Remote: remote}, Client, m)
+	s.join = true
+	s.localNonce = nonce
+	s.localID = r.addrID(m, local.Addr())
+	s.localBackup = backup
+	s.st = stateSynSent
+	m.subflows.Add(1)
+	r.dials[dialKey{local.Port(), remote}] = s
+	return s, nil
+}
+
 // Listen makes SYNs with MP_CAPABLE to port get an MPTCP answer.
 func (r *Registry) Listen(port uint16) {
 	r.mu.Lock()
@@ -93,10 +172,7 @@ func (r *Registry) Unlisten(port uint16) {
 	delete(r.listening, port)
 	for t, s := range r.flows {
 		if s.role == Server && t.Local.Port() == port && !s.adopted.Load() {
-			delete(r.flows, t)
-			if r.tokens[s.meta.localToken] == s.meta {
-				delete(r.tokens, s.meta.localToken)
-			}
+			r.forgetLocked(s)
 		}
 	}
 }
@@ -124,6 +200,9 @@ func (r *Registry) claimDial(t Tuple) *Subflow {
 	}
 	delete(r.dials, k)
 	s.tuple = t
+	if !s.join {
+		s.meta.initialLocal = t.Local.Addr()
+	}
 	r.flows[t] = s
 	return s
 }
@@ -146,11 +225,64 @@ func (r *Registry) acceptSYN(t Tuple, peerWantsChecksum bool) *Subflow {
 	if peerWantsChecksum {
 		m.checksum.Store(true)
 	}
+	m.initialLocal = t.Local.Addr()
 	s := newSubflow(r, t, Server, m)
 	s.st = stateSynReceived
 	r.flows[t] = s
 	// A handshake that never completes (a lost peer, a SYN flood) must not
 	// keep its context forever.
+	s.forgetIfStuck()
+	return s
+}
+
+// joinVerdict is the answer to a SYN with MP_JOIN.
+type joinVerdict uint8
+
+const (
+	joinNotOurs joinVerdict = iota // not a listening port: gVisor answers
+	joinAccepted
+	joinRejected // reset with MP_TCPRST reason
+)
+
+// acceptJoin creates the server subflow for a SYN with MP_JOIN (RFC 8684
+// §3.2), or says why it is refused: an unknown token (reason "MPTCP-specific
+// error", as Linux), or a connection that cannot take another subflow
+// ("administratively prohibited").
+func (r *Registry) acceptJoin(t Tuple, j *option.MPJoin) (*Subflow, joinVerdict, uint8) {
+	nonce, err := newNonce()
+	if err != nil {
+		return nil, joinRejected, option.ReasonNoResources
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.flows[t]; s != nil {
+		return s, joinAccepted, 0 // a retransmitted SYN
+	}
+	if !r.listening[t.Local.Port()] {
+		return nil, joinNotOurs, 0
+	}
+	m := r.tokens[j.Token]
+	if m == nil {
+		return nil, joinRejected, option.ReasonMPTCPError
+	}
+	if !m.canAck.Load() || int(m.subflows.Load()) >= r.maxSubflows {
+		return nil, joinRejected, option.ReasonAdminProhibited
+	}
+	s := newSubflow(r, t, Server, m)
+	s.join = true
+	s.localNonce, s.remoteNonce = nonce, j.Nonce
+	s.localID, s.remoteID = r.addrID(m, t.Local.Addr()), j.AddrID
+	s.peerBackup = j.Backup
+	s.st = stateSynReceived
+	m.subflows.Add(1)
+	r.flows[t] = s
+	s.forgetIfStuck()
+	return s, joinAccepted, 0
+}
+
+// forgetIfStuck forgets a server handshake that never completes (a lost
+// peer, a SYN flood): it must not keep its context forever.
+func (s *Subflow) forgetIfStuck() {
 	s.hsTimer = time.AfterFunc(handshakeTimeout, func() {
 		s.mu.Lock()
 		stale := s.st == stateSynReceived
@@ -159,7 +291,11 @@ func (r *Registry) acceptSYN(t Tuple, peerWantsChecksum bool) *Subflow {
 			s.Close()
 		}
 	})
-	return s
+}
+
+func newNonce() (uint32, error) {
+	k, err := option.NewKey()
+	return uint32(k), err
 }
 
 // handshakeTimeout is how long a server subflow may wait for the third ACK.
@@ -168,6 +304,12 @@ const handshakeTimeout = 75 * time.Second
 func (r *Registry) remove(s *Subflow) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.forgetLocked(s)
+}
+
+// forgetLocked drops s from the maps, once; the connection's token goes
+// with its last subflow.
+func (r *Registry) forgetLocked(s *Subflow) {
 	if r.flows[s.tuple] == s {
 		delete(r.flows, s.tuple)
 	}
@@ -176,7 +318,11 @@ func (r *Registry) remove(s *Subflow) {
 			delete(r.dials, k)
 		}
 	}
-	if s.meta != nil && r.tokens[s.meta.localToken] == s.meta {
+	if s.forgotten {
+		return
+	}
+	s.forgotten = true
+	if s.meta.subflows.Add(-1) <= 0 && r.tokens[s.meta.localToken] == s.meta {
 		delete(r.tokens, s.meta.localToken)
 	}
 }

@@ -25,6 +25,7 @@ const (
 	stateSynReceived              // server: SYN with MP_CAPABLE seen, SYN-ACK answers it
 	stateEstablished              // both keys known: MPTCP in use
 	stateFallback                 // plain TCP from now on (§3.7)
+	stateFailed                   // a join that failed: reset, never used
 )
 
 // Tuple identifies a subflow: our address and port, the peer's.
@@ -47,8 +48,17 @@ type Subflow struct {
 	adopted atomic.Bool           // a connection owns it (see Adopt)
 
 	// established is closed when the subflow leaves the handshake: MPTCP
-	// in use or fallen back.
+	// in use, fallen back, or (a join) failed.
 	established chan struct{}
+	// ready is closed when the subflow may carry data: at establishment,
+	// except for a joining client, which waits until the peer acknowledged
+	// its third ACK (§3.2). Closed on failure too.
+	ready chan struct{}
+
+	// set at creation, then read-only
+	join       bool   // an MP_JOIN subflow
+	localNonce uint32 // join: our random number
+	forgotten  bool   // guarded by reg.mu: removed from the registry
 
 	mu           sync.Mutex
 	st           state
@@ -70,6 +80,19 @@ type Subflow struct {
 	finTimer     *time.Timer
 	finTries     int
 	counters     Counters
+
+	// join state
+	remoteNonce   uint32
+	localID       uint8
+	remoteID      uint8
+	localBackup   bool // we asked for backup (MP_JOIN B bit, MP_PRIO)
+	peerBackup    bool // the peer asked for backup
+	readyClosed   bool
+	failWhy       string
+	joinTimer     *time.Timer // client: retransmits the third ACK
+	joinTries     int
+	acked         uint64 // subflow offset the peer acknowledged
+	peerRstReason int    // MP_TCPRST reason of the peer's reset; -1 if none
 }
 
 // lastHeader is what the last segment gVisor sent on this subflow said; a
@@ -97,10 +120,12 @@ type Counters struct {
 	ChecksumFailures          uint64
 	SACKBlocksTrimmed         uint64
 	DataFinSent, DataFinRecvd uint64
+	JoinAcksSent              uint64 // MP_JOIN third ACKs retransmitted (client) or answered (server)
+	ResetsSent                uint64 // RSTs with MP_TCPRST of our own
 }
 
 func newSubflow(reg *Registry, t Tuple, role Role, meta *Meta) *Subflow {
-	return &Subflow{tuple: t, role: role, meta: meta, reg: reg, established: make(chan struct{})}
+	return &Subflow{tuple: t, role: role, meta: meta, reg: reg, established: make(chan struct{}), ready: make(chan struct{}), peerRstReason: -1}
 }
 
 // Adopt marks the subflow as owned by a connection: closing its listener
@@ -150,6 +175,16 @@ func (s *Subflow) fallbackLocked(why string) {
 	if wasHandshake {
 		close(s.established)
 	}
+	s.readyLocked()
+}
+
+// readyLocked lets the stack put data on the subflow.
+func (s *Subflow) readyLocked() {
+	if !s.readyClosed {
+		s.readyClosed = true
+		close(s.ready)
+		s.meta.poke()
+	}
 }
 
 func (s *Subflow) establishLocked() {
@@ -159,6 +194,9 @@ func (s *Subflow) establishLocked() {
 	s.stopHandshakeTimerLocked()
 	s.st = stateEstablished
 	close(s.established)
+	if !s.join || s.role == Server {
+		s.readyLocked()
+	}
 }
 
 // WillWrite records, before the stack writes n bytes into the endpoint,
@@ -216,6 +254,9 @@ func (s *Subflow) Close() {
 	if s.finTimer != nil {
 		s.finTimer.Stop()
 	}
+	if s.joinTimer != nil {
+		s.joinTimer.Stop()
+	}
 	s.mu.Unlock()
 	s.reg.remove(s)
 }
@@ -242,9 +283,16 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 		s.iss, s.issOK = seq, true
 		switch {
 		case s.st == stateSynSent && !flags.Contains(header.TCPFlagAck):
+			if s.join {
+				return s.joinSynOption(dst)
+			}
 			o := option.MPCapable{Version: 1, Flags: s.mpcFlags(), Form: option.MPCSyn}
 			return o.Append(dst)
 		case s.st == stateSynReceived && flags.Contains(header.TCPFlagAck):
+			if s.join {
+				s.noteSynAck(h)
+				return s.joinSynAckOption(dst)
+			}
 			o := option.MPCapable{Version: 1, Flags: s.mpcFlags(), SenderKey: s.meta.localKey, Form: option.MPCSynAck}
 			return o.Append(dst)
 		}
@@ -269,6 +317,9 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 	}
 	s.noteLast(h, next)
 	m := s.meta
+	if s.join && s.role == Client && !s.readyClosed && payloadLen == 0 {
+		return s.joinAckOption(dst) // the third ACK, until the peer acknowledged it
+	}
 
 	// §3.1: the third ACK and the first data segment of the client carry
 	// MP_CAPABLE with both keys until the server's first DSS shows that it
@@ -364,11 +415,21 @@ func (s *Subflow) noteLast(h header.TCP, next uint32) {
 	}
 }
 
+// verdict is what the layer does with an inbound segment.
+type verdict uint8
+
+const (
+	pass  verdict = iota // to gVisor as it is
+	drop                 // never reaches gVisor (TCP retransmits it)
+	reset                // reaches gVisor as a RST: a join failed, gVisor's endpoint must end too
+)
+
 // inbound applies the MPTCP options of a segment that arrived on this
-// subflow, before gVisor sees the segment. It returns false when the segment
-// must be dropped: on an MPTCP subflow, malformed MPTCP options, or data
-// that no mapping covers (§3.3: data without a mapping cannot be placed).
-func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseErr error) bool {
+// subflow, before gVisor sees the segment. On an MPTCP subflow, segments
+// with malformed MPTCP options, or data that no mapping covers (§3.3: data
+// without a mapping cannot be placed), are dropped. A join whose handshake
+// fails (no MP_JOIN, a wrong HMAC) is reset.
+func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseErr error) verdict {
 	flags := h.Flags()
 	seq := h.SequenceNumber()
 	s.mu.Lock()
@@ -379,55 +440,75 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 		s.counters.MalformedOptions++
 		if s.st == stateEstablished {
 			s.counters.SegmentsDropped++
-			return false
+			return drop
 		}
 	}
 	m := s.meta
+	if flags.Contains(header.TCPFlagRst) && set.Has(option.SubtypeMPTCPRST) {
+		s.peerRstReason = int(set.TCPRST.Reason)
+	}
 
 	switch s.st {
-	case stateFallback:
-		return true
+	case stateFallback, stateFailed:
+		return pass
 	case stateSynSent:
 		if !flags.Contains(header.TCPFlagSyn | header.TCPFlagAck) {
-			return true
+			return pass
 		}
 		s.irs, s.irsOK = seq, true
+		if s.join {
+			return s.joinSynAckLocked(h, set)
+		}
 		if !set.Has(option.SubtypeMPCapable) || set.MPCapable.Form != option.MPCSynAck || set.MPCapable.Version != 1 {
 			s.fallbackLocked("SYN-ACK without MP_CAPABLE v1")
-			return true
+			return pass
 		}
 		if set.MPCapable.Flags&option.FlagChecksum != 0 {
 			m.checksum.Store(true)
 		}
 		m.setRemoteKey(set.MPCapable.SenderKey, option.IDSN(set.MPCapable.SenderKey))
 		s.establishLocked()
-		return true
+		return pass
 	case stateSynReceived:
 		if flags.Contains(header.TCPFlagSyn) {
 			s.irs, s.irsOK = seq, true
-			return true
+			return pass
 		}
 		if !flags.Contains(header.TCPFlagAck) || flags.Contains(header.TCPFlagRst) {
-			return true
+			return pass
+		}
+		if s.join {
+			if v := s.joinThirdAckLocked(h, set); v != pass {
+				return v
+			}
+			break
 		}
 		mpc := &set.MPCapable
 		if !set.Has(option.SubtypeMPCapable) || (mpc.Form != option.MPCAck && mpc.Form != option.MPCAckData && mpc.Form != option.MPCAckDataCsum) {
 			s.fallbackLocked("third ACK without MP_CAPABLE")
-			return true
+			return pass
 		}
 		if mpc.ReceiverKey != m.localKey {
 			s.fallbackLocked("MP_CAPABLE ACK echoes a key that is not ours")
-			return true
+			return pass
 		}
 		if mpc.Flags&option.FlagChecksum != 0 {
 			m.checksum.Store(true)
 		}
 		m.setRemoteKey(mpc.SenderKey, option.IDSN(mpc.SenderKey))
 		s.establishLocked()
+	case stateEstablished:
+		if s.join {
+			s.joinEstablishedLocked(h, payloadLen, set)
+		}
+	}
+	if set.Has(option.SubtypeMPPrio) && s.peerBackup != set.MPPrio.Backup {
+		s.peerBackup = set.MPPrio.Backup
+		m.poke()
 	}
 
 	if !s.irsOK {
-		return true
+		return pass
 	}
 	if payloadLen > 0 || flags.Contains(header.TCPFlagFin) {
 		off := expand(s.rcvRef, seq-(s.irs+1))
@@ -439,7 +520,11 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 		// Keep the mappings of recently acknowledged bytes: gVisor may
 		// retransmit a segment whose ACK is being processed at the same
 		// moment, and that copy still needs its mapping.
-		if una := expand(s.sndHigh, h.AckNumber()-(s.iss+1)); una > txMapSlack {
+		una := expand(s.sndHigh, h.AckNumber()-(s.iss+1))
+		if una > s.acked && una <= s.sndHigh+1 {
+			s.acked = una
+		}
+		if una > txMapSlack {
 			s.tx.ackTo(una - txMapSlack)
 		}
 	}
@@ -455,17 +540,17 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 	}
 	if set.Has(option.SubtypeDSS) && !s.applyDSS(&set.DSS) {
 		s.counters.SegmentsDropped++
-		return false
+		return drop
 	}
 	if payloadLen > 0 {
 		off := expand(s.rcvRef, seq-(s.irs+1))
 		end := off + uint64(payloadLen)
 		if end > s.rxRead && !s.rx.covers(max(off, s.rxRead), end) {
 			s.counters.SegmentsDropped++
-			return false
+			return drop
 		}
 	}
-	return true
+	return pass
 }
 
 // dsnWindow bounds how far from the connection's current position a DSN in

@@ -102,6 +102,7 @@ func (c *Conn) join(e pm.Endpoint) {
 	if failed, _ := sf.Failed(); failed {
 		return
 	}
+	c.first.sf.MarkFullyEstablished()
 	ok = c.addPath(sf, ep, &wq)
 }
 

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/umptcp/umptcp/subflow"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -23,8 +24,9 @@ type Listener struct {
 	cancel chan struct{}
 	once   sync.Once
 
-	conns    chan *Conn // established, not yet accepted
-	loopDone chan struct{}
+	conns     chan *Conn // established, not yet accepted
+	loopDone  chan struct{}
+	joinsOnly atomic.Bool
 }
 
 // acceptQueue is how many established connections wait for Accept.
@@ -122,6 +124,14 @@ func (l *Listener) dispatch(ep tcpip.Endpoint, wq *waiter.Queue) {
 		l.s.attachJoin(sf, ep, wq)
 		return
 	}
+	if l.joinsOnly.Load() {
+		if sf != nil {
+			sf.Close()
+		}
+		ep.Abort()
+		ep.Close()
+		return
+	}
 	c := newConn(l.s, subflow.Server, ep, wq, sf)
 	if !l.s.track(c) {
 		c.abort()
@@ -134,6 +144,11 @@ func (l *Listener) dispatch(ep tcpip.Endpoint, wq *waiter.Queue) {
 		c.abort() // the accept queue is full, as a full backlog
 	}
 }
+
+// JoinsOnly stops accepting new connections (they are reset) while joins
+// (MP_JOIN subflows) to the connections already accepted are still taken:
+// for a server that serves a fixed set of connections. Close ends both.
+func (l *Listener) JoinsOnly() { l.joinsOnly.Store(true) }
 
 // Close stops listening. Accepted connections are not affected.
 func (l *Listener) Close() error {

@@ -39,6 +39,7 @@ type path struct {
 	finSent   bool      // DATA_FIN announced on it
 	progAcked uint64    // subflow-level acked offset at the last progress
 	progRTOs  uint64    // RTO count at the last progress
+	seenRTOs  uint64    // RTO count at the last look
 	info      scheduler.Path
 	infoAt    time.Time
 }
@@ -69,9 +70,9 @@ func (p *path) rtoCount() uint64 {
 func (p *path) state() (sp scheduler.Path, written, acked uint64) {
 	var info tcpip.TCPInfoOption
 	p.ep.GetSockOpt(&info)
-	mss, _ := p.ep.GetSockOptInt(tcpip.MaxSegOption)
+	mss := p.sf.SegmentSize()
 	if mss <= 0 {
-		mss = 1400
+		mss = 1400 // nothing sent yet: a typical Ethernet MSS
 	}
 	written, sent, acked := p.sf.Progress()
 	cwnd := int(info.SndCwnd) * mss

@@ -146,7 +146,7 @@ func (sn *sender) pump() {
 			p.sf.SendDataFin()
 		}
 		view, written, acked := p.state()
-		if sn.checkStale(p, written, acked) {
+		if sn.checkStale(p, una, written, acked) {
 			continue
 		}
 		if !view.Backup {
@@ -176,8 +176,19 @@ func (sn *sender) pump() {
 }
 
 // checkStale follows a subflow's progress; it reports whether the subflow
-// is stale (see staleRTOs).
-func (sn *sender) checkStale(p *path, written, acked uint64) bool {
+// is stale (see staleRTOs). After any retransmission timeout, the oldest
+// data the subflow holds near the DATA_ACK goes out again on the others:
+// it is probably the hole that holds up the peer's reassembly, and TCP
+// recovery after a timeout is slow.
+func (sn *sender) checkStale(p *path, una, written, acked uint64) bool {
+	if rtos := p.rtoCount(); rtos != p.seenRTOs {
+		p.seenRTOs = rtos
+		for _, r := range p.sent.r {
+			if r.start < una+dataRTOAmount {
+				sn.reinject = append(sn.reinject, dsnRange{max(r.start, una), min(r.end, una+dataRTOAmount)})
+			}
+		}
+	}
 	if acked > p.progAcked || written == acked {
 		p.progAcked = acked
 		p.progRTOs = p.rtoCount()

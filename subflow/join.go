@@ -279,6 +279,14 @@ func (s *Subflow) FullyEstablished() bool {
 	return s.fullyEstab || s.role == Server
 }
 
+// SegmentSize is the largest payload the subflow has sent: its effective
+// MSS (0 before any data).
+func (s *Subflow) SegmentSize() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxSeg
+}
+
 // AddrIDs returns our address ID and the peer's for this subflow.
 func (s *Subflow) AddrIDs() (local, remote uint8) {
 	s.mu.Lock()

@@ -108,77 +108,154 @@ func (s *segment) payloadSum() uint16 {
 // options and writes everything to the child link.
 func (l *Layer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	all := pkts.AsSlice()
-	var out stack.PacketBufferList // built only once a packet is rewritten
+	var out stack.PacketBufferList // built only once a packet is rewritten or redirected
 	var made [16]*stack.PacketBuffer
 	extra := made[:0]
+	var pieces [maxPieces]*stack.PacketBuffer
+	changed := false
 	for i, pkt := range all {
-		np := l.rewriteOut(pkt)
-		if np != nil && len(extra) == 0 {
+		nps, home := l.rewriteOut(pkt, pieces[:0])
+		if home != l {
+			// The subflow lives on another link (see Subflow.out):
+			// its packets leave there, whatever gVisor's route said.
+			if !changed {
+				changed = true
+				for _, before := range all[:i] {
+					out.PushBack(before)
+				}
+			}
+			var list stack.PacketBufferList
+			if len(nps) == 0 {
+				list.PushBack(pkt)
+			}
+			for _, np := range nps {
+				list.PushBack(np)
+				extra = append(extra, np)
+			}
+			home.Child().WritePackets(list)
+			continue
+		}
+		if len(nps) > 0 && !changed {
+			changed = true
 			for _, before := range all[:i] {
 				out.PushBack(before)
 			}
 		}
 		switch {
-		case np != nil:
-			out.PushBack(np)
-			extra = append(extra, np)
-		case len(extra) > 0:
+		case len(nps) > 0:
+			for _, np := range nps {
+				out.PushBack(np)
+				extra = append(extra, np)
+			}
+		case changed:
 			out.PushBack(pkt)
 		}
 	}
-	if len(extra) == 0 {
+	if !changed {
 		return l.Child().WritePackets(pkts)
 	}
-	n, err := l.Child().WritePackets(out)
+	var n int
+	var err tcpip.Error
+	if out.Len() > 0 {
+		n, err = l.Child().WritePackets(out)
+	}
 	for _, p := range extra {
 		p.DecRef()
+	}
+	if err == nil || n > len(all) {
+		n = len(all) // gVisor counts its own packets, not our pieces
 	}
 	return n, err
 }
 
-func (l *Layer) rewriteOut(pkt *stack.PacketBuffer) *stack.PacketBuffer {
+// maxPieces bounds how many packets one segment is split into: one per
+// DSS mapping its payload straddles.
+const maxPieces = 8
+
+// rewriteOut returns the packets that replace pkt (none: send it as it
+// is). A segment whose payload straddles several mappings (gVisor merged
+// bytes the stack wrote at different DSNs, which happens when a subflow
+// carries non-contiguous parts of the data) is split into one segment per
+// mapping, each with its own DSS.
+func (l *Layer) rewriteOut(pkt *stack.PacketBuffer, dst []*stack.PacketBuffer) ([]*stack.PacketBuffer, *Layer) {
 	if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
-		return nil
+		return dst, l
 	}
 	seg, ok := parseHeaders(pkt.NetworkHeader().Slice(), pkt.NetworkProtocolNumber == header.IPv6ProtocolNumber,
 		pkt.TransportHeader().Slice(), pkt.Data().Size())
 	if !ok {
-		return nil
+		return dst, l
 	}
 	t := Tuple{Local: netip.AddrPortFrom(seg.src, seg.tcp.SourcePort()), Remote: netip.AddrPortFrom(seg.dst, seg.tcp.DestinationPort())}
 	sf := l.reg.Lookup(t)
 	if sf == nil {
 		f := seg.tcp.Flags()
 		if !f.Contains(header.TCPFlagSyn) || f.Contains(header.TCPFlagAck) {
-			return nil
+			return dst, l
 		}
 		if sf = l.reg.claimDial(t); sf == nil {
-			return nil
+			return dst, l
 		}
 	}
-	if sf.out.Load() != l {
-		sf.out.Store(l)
+	home := sf.out.Load()
+	if home == nil {
+		sf.out.CompareAndSwap(nil, l)
+		home = sf.out.Load()
+	}
+	var runsBuf [maxPieces]int
+	if runs := sf.mappedRuns(seg.tcp, seg.payloadLen, runsBuf[:0]); len(runs) > 1 {
+		return l.split(pkt, &seg, sf, runs, dst), home
 	}
 	var mpBuf [maxTCPOptions]byte
 	payloadSum := seg.payloadSum()
 	mp := sf.outbound(seg.tcp, seg.payloadLen, payloadSum, mpBuf[:0])
 	if len(mp) == 0 {
-		return nil
+		return dst, home
 	}
 	var hdrBuf [header.TCPMinimumSize + maxTCPOptions]byte
 	newTCP, trimmed := buildTCPHeader(hdrBuf[:0], seg.tcp, mp)
 	if trimmed {
-		sf.mu.Lock()
-		sf.counters.SACKBlocksTrimmed++
-		sf.mu.Unlock()
+		sf.countTrimmed()
 	}
-	return l.repack(pkt, &seg, newTCP, payloadSum)
+	return append(dst, l.repack(pkt, &seg, newTCP, payloadSum, pkt.Data().ToBuffer())), home
+}
+
+// split sends pkt's payload as one segment per run of bytes that one DSS
+// mapping covers. Only the last piece keeps PSH and FIN.
+func (l *Layer) split(pkt *stack.PacketBuffer, seg *segment, sf *Subflow, runs []int, dst []*stack.PacketBuffer) []*stack.PacketBuffer {
+	var hdr [header.TCPMinimumSize + maxTCPOptions]byte
+	at := 0
+	for i, n := range runs {
+		h := header.TCP(append(hdr[:0], seg.tcp...))
+		h.SetSequenceNumber(seg.tcp.SequenceNumber() + uint32(at))
+		if i < len(runs)-1 {
+			h.SetFlags(uint8(h.Flags() &^ (header.TCPFlagFin | header.TCPFlagPsh)))
+		}
+		payload := pkt.Data().ToBuffer()
+		payload.TrimFront(int64(at))
+		payload.Truncate(int64(n))
+		sum := payload.Checksum(0)
+		piece := *seg
+		piece.tcp = h
+		piece.payloadLen = n
+		var mpBuf [maxTCPOptions]byte
+		mp := sf.outbound(h, n, sum, mpBuf[:0])
+		var newBuf [header.TCPMinimumSize + maxTCPOptions]byte
+		newTCP, trimmed := buildTCPHeader(newBuf[:0], h, mp)
+		if trimmed {
+			sf.countTrimmed()
+		}
+		dst = append(dst, l.repack(pkt, &piece, newTCP, sum, payload))
+		at += n
+	}
+	sf.countSplit()
+	return dst
 }
 
 // repack builds the packet again with a new TCP header; the payload is
 // shared, not copied. The TCP checksum is computed from the header and the
 // payload's sum (derived from gVisor's checksum, see payloadSum).
-func (l *Layer) repack(pkt *stack.PacketBuffer, seg *segment, newTCP header.TCP, payloadSum uint16) *stack.PacketBuffer {
+func (l *Layer) repack(pkt *stack.PacketBuffer, seg *segment, newTCP header.TCP, payloadSum uint16, payload buffer.Buffer) *stack.PacketBuffer {
 	newTCP.SetChecksum(0)
 	sum := checksum.Combine(seg.pseudo(len(newTCP)+seg.payloadLen), checksum.Checksum(newTCP, 0))
 	newTCP.SetChecksum(^checksum.Combine(sum, payloadSum))
@@ -186,7 +263,7 @@ func (l *Layer) repack(pkt *stack.PacketBuffer, seg *segment, newTCP header.TCP,
 	linkHdr := pkt.LinkHeader().Slice()
 	np := stack.NewPacketBuffer(stack.PacketBufferOptions{
 		ReserveHeaderBytes: int(l.MaxHeaderLength()) + len(seg.ip) + len(newTCP),
-		Payload:            pkt.Data().ToBuffer(),
+		Payload:            payload,
 	})
 	copy(np.TransportHeader().Push(len(newTCP)), newTCP)
 	ip := np.NetworkHeader().Push(len(seg.ip))

@@ -44,8 +44,13 @@ type Subflow struct {
 	meta  *Meta
 	reg   *Registry
 
-	out     atomic.Pointer[Layer] // the link this subflow's packets leave on
-	adopted atomic.Bool           // a connection owns it (see Adopt)
+	// out is the link this subflow's packets leave on: the one its first
+	// SYN left or arrived on. On a stack with several links gVisor may
+	// route a server subflow's packets (whose address belongs to another
+	// link) elsewhere; the layer sends them here instead, so that each
+	// subflow stays on its path.
+	out     atomic.Pointer[Layer]
+	adopted atomic.Bool // a connection owns it (see Adopt)
 
 	// established is closed when the subflow leaves the handshake: MPTCP
 	// in use, fallen back, or (a join) failed.
@@ -92,6 +97,7 @@ type Subflow struct {
 	joinTimer     *time.Timer // client: retransmits the third ACK
 	joinTries     int
 	acked         uint64 // subflow offset the peer acknowledged
+	maxSeg        int    // largest payload sent: the effective MSS
 	peerRstReason int    // MP_TCPRST reason of the peer's reset; -1 if none
 }
 
@@ -121,6 +127,7 @@ type Counters struct {
 	SACKBlocksTrimmed         uint64
 	DataFinSent, DataFinRecvd uint64
 	JoinAcksSent              uint64 // MP_JOIN third ACKs retransmitted (client) or answered (server)
+	SegmentsSplit             uint64 // segments sent as several, one per DSS mapping
 	ResetsSent                uint64 // RSTs with MP_TCPRST of our own
 }
 
@@ -278,6 +285,9 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 	defer s.mu.Unlock()
 	s.counters.SegmentsOut++
 	s.counters.BytesOut += uint64(payloadLen)
+	if payloadLen > s.maxSeg {
+		s.maxSeg = payloadLen
+	}
 
 	if flags.Contains(header.TCPFlagSyn) {
 		s.iss, s.issOK = seq, true
@@ -324,7 +334,10 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 	// §3.1: the third ACK and the first data segment of the client carry
 	// MP_CAPABLE with both keys until the server's first DSS shows that it
 	// has them.
-	if s.role == Client && !s.fullyEstab && off == 0 {
+	// With several subflows the first data of this one need not be the
+	// connection's first byte (DSN IDSN+1, which that form implies); then
+	// a DSS maps it (a join succeeded, so the server has our key).
+	if s.role == Client && !s.fullyEstab && off == 0 && (payloadLen == 0 || s.firstDataIsIDSN(m)) {
 		o := option.MPCapable{Version: 1, Flags: s.mpcFlags(), SenderKey: m.localKey, ReceiverKey: m.remoteKey, Form: option.MPCAck}
 		if payloadLen > 0 {
 			o.Form = option.MPCAckData
@@ -347,7 +360,13 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 		if !ok || n < uint64(payloadLen) {
 			// A segment without a complete mapping cannot be sent as
 			// MPTCP data; this is a bug in the stack's bookkeeping.
-			s.counters.UnmappedSegments++
+			if off+uint64(payloadLen) > s.acked {
+				s.counters.UnmappedSegments++
+			}
+			// Else gVisor resends bytes the peer acknowledged in a segment
+			// we saw but gVisor has not processed yet (its TCP runs behind
+			// the link under load) and whose mapping is gone: the peer's
+			// TCP drops them as old; no mapping is needed.
 		} else {
 			d.HasMapping, d.DSN64, d.DSN = true, true, dsn
 			d.SSN = uint32(off + 1)
@@ -364,6 +383,62 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 		return dst
 	}
 	return d.Append(dst)
+}
+
+// firstDataIsIDSN reports whether the first data byte of this subflow
+// carries the connection's first DSN.
+func (s *Subflow) firstDataIsIDSN(m *Meta) bool {
+	dsn, _, ok := s.tx.lookup(0)
+	return ok && dsn == m.localIDSN+1
+}
+
+// MarkFullyEstablished records that the peer has our key (a join it
+// accepted proves it): the initial subflow stops repeating MP_CAPABLE.
+func (s *Subflow) MarkFullyEstablished() {
+	s.mu.Lock()
+	s.fullyEstab = true
+	s.mu.Unlock()
+}
+
+// mappedRuns splits a data segment's payload into runs that one send
+// mapping covers each: one run, normally. Only an established MPTCP
+// subflow's data segments are examined.
+func (s *Subflow) mappedRuns(h header.TCP, payloadLen int, dst []int) []int {
+	if payloadLen == 0 || h.Flags().Contains(header.TCPFlagSyn) {
+		return dst
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.st != stateEstablished || !s.issOK {
+		return dst
+	}
+	off := expand(s.sndHigh, h.SequenceNumber()-(s.iss+1))
+	end := off + uint64(payloadLen)
+	for off < end && len(dst) < cap(dst)-1 {
+		_, n, ok := s.tx.lookup(off)
+		if !ok {
+			break
+		}
+		n = min(n, end-off)
+		dst = append(dst, int(n))
+		off += n
+	}
+	if off < end {
+		dst = append(dst, int(end-off)) // unmapped rest (a bug if it happens)
+	}
+	return dst
+}
+
+func (s *Subflow) countTrimmed() {
+	s.mu.Lock()
+	s.counters.SACKBlocksTrimmed++
+	s.mu.Unlock()
+}
+
+func (s *Subflow) countSplit() {
+	s.mu.Lock()
+	s.counters.SegmentsSplit++
+	s.mu.Unlock()
 }
 
 // addDataFin puts a DATA_FIN-only mapping into d (§3.3.3: subflow sequence

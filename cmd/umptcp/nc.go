@@ -10,11 +10,13 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/umptcp/umptcp/scheduler"
 	"github.com/umptcp/umptcp/stack"
 	"github.com/umptcp/umptcp/tun"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -30,6 +32,10 @@ the device HOSTADDR (same prefix). Standard input goes to the connection, the
 connection to standard output; end of input sends DATA_FIN. Needs root
 (CAP_NET_ADMIN) for the TUN devices.
 
+With several --tun devices the connection uses them all: a client opens one
+additional subflow (MP_JOIN) from each other device's address to HOST; a
+server (-l) accepts joins on any device. -v lists every subflow at the end.
+
 flags:
 `
 
@@ -41,7 +47,8 @@ func (t *tunSpecs) Set(s string) error { *t = append(*t, s); return nil }
 type ncOptions struct {
 	listen, verbose, checksum bool
 	pcap                      string
-	tuns                      tunSpecs
+	tuns, backups             tunSpecs
+	scheduler                 string
 	host                      string
 	port                      uint16
 	timeout                   time.Duration
@@ -58,6 +65,8 @@ func nc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.Var(&o.tuns, "tun", "`NAME,STACKADDR/PREFIX,HOSTADDR`: a TUN device for the stack (repeatable)")
 	fs.BoolVar(&o.checksum, "checksum", false, "ask the peer for DSS checksums")
 	fs.DurationVar(&o.timeout, "w", 30*time.Second, "timeout for connecting or accepting")
+	fs.StringVar(&o.scheduler, "scheduler", "default", "packet `scheduler`: "+strings.Join(scheduler.Names(), ", "))
+	fs.Var(&o.backups, "backup", "make subflows over TUN device `NAME` backup paths (repeatable)")
 	// Flags may also follow HOST and PORT, as with most netcats.
 	var rest []string
 	for {
@@ -132,9 +141,9 @@ func runNC(o ncOptions, stdin io.Reader, stdout, stderr io.Writer) error {
 		if pcap != nil {
 			ep = pcap.Wrap(ep)
 		}
-		links = append(links, stack.Link{Endpoint: ep, Addrs: []netip.Prefix{cfg.StackAddr}})
+		links = append(links, stack.Link{Endpoint: ep, Addrs: []netip.Prefix{cfg.StackAddr}, Backup: slices.Contains(o.backups, cfg.Name)})
 	}
-	s, err := stack.New(stack.Config{Links: links, Checksum: o.checksum})
+	s, err := stack.New(stack.Config{Links: links, Checksum: o.checksum, Scheduler: o.scheduler})
 	if err != nil {
 		return err
 	}
@@ -184,7 +193,6 @@ func ncConnect(ctx context.Context, s *stack.Stack, o ncOptions) (*stack.Conn, e
 	if err != nil {
 		return nil, err
 	}
-	defer ln.Close()
 	type res struct {
 		c   *stack.Conn
 		err error
@@ -193,7 +201,18 @@ func ncConnect(ctx context.Context, s *stack.Stack, o ncOptions) (*stack.Conn, e
 	go func() { c, err := ln.AcceptConn(); ch <- res{c, err} }()
 	select {
 	case r := <-ch:
-		return r.c, r.err
+		if r.err != nil {
+			ln.Close()
+			return nil, r.err
+		}
+		// One connection is served, but the peer may still join more
+		// subflows to it, which needs the listener (as in Linux).
+		ln.JoinsOnly()
+		go func() {
+			<-r.c.Done()
+			ln.Close()
+		}()
+		return r.c, nil
 	case <-ctx.Done():
 		ln.Close()
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -248,6 +267,16 @@ func printStats(w io.Writer, c *stack.Conn) {
 	}
 	fmt.Fprintf(w, "umptcp nc: %s, DSS checksums %s, %d subflow(s), sent %d bytes, received %d bytes\n", mode, onOff(st.Checksum), len(st.Subflows), st.BytesSent, st.BytesReceived)
 	for i, s := range st.Subflows {
-		fmt.Fprintf(w, "umptcp nc:   subflow %d: %s <-> %s  sent %d  received %d  rtt %v\n", i+1, s.Local, s.Remote, s.BytesSent, s.BytesReceived, s.RTT.Round(time.Microsecond))
+		kind := "initial"
+		if s.Join {
+			kind = "join"
+		}
+		if s.Backup {
+			kind += ",backup"
+		}
+		fmt.Fprintf(w, "umptcp nc:   subflow %d: %s <-> %s  sent %d  received %d  rtt %v  (%s, %s)\n", i+1, s.Local, s.Remote, s.BytesSent, s.BytesReceived, s.RTT.Round(time.Microsecond), kind, s.State)
+	}
+	if st.Reinjected > 0 {
+		fmt.Fprintf(w, "umptcp nc:   %d bytes sent again on another subflow\n", st.Reinjected)
 	}
 }

@@ -10,9 +10,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/umptcp/umptcp/scheduler"
 	"github.com/umptcp/umptcp/stack"
 	"github.com/umptcp/umptcp/tun"
 )
@@ -28,14 +30,20 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	loss := fs.Float64("loss", 0, "packet loss probability per direction (0..1)")
 	csum := fs.Bool("checksum", false, "ask for DSS checksums")
 	quiet := fs.Bool("q", false, "no progress line")
+	paths := fs.Int("paths", 2, "number of emulated paths (subflows) between the stacks, 1-8")
+	sched := fs.String("scheduler", "default", "packet scheduler: "+strings.Join(scheduler.Names(), ", "))
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() != 0 || *size <= 0 || *loss < 0 || *loss >= 1 || *rate < 0 {
+	if fs.NArg() != 0 || *size <= 0 || *loss < 0 || *loss >= 1 || *rate < 0 || *paths < 1 || *paths > 8 {
 		fmt.Fprintln(stderr, "umptcp demo: bad arguments (see -h)")
 		return 2
 	}
-	if err := runDemo(*size, *rate, *delay, *loss, *csum, *quiet, stdout, stderr); err != nil {
+	if _, err := scheduler.New(*sched); err != nil {
+		fmt.Fprintf(stderr, "umptcp demo: %v\n", err)
+		return 2
+	}
+	if err := runDemo(demoOptions{*size, *rate, *delay, *loss, *csum, *quiet, *paths, *sched}, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "\numptcp demo: %v\n", err)
 		return 1
 	}
@@ -50,15 +58,32 @@ type direction struct {
 	err           error
 }
 
-func runDemo(size int64, rateMbit float64, delay time.Duration, loss float64, csum, quiet bool, stdout, stderr io.Writer) error {
-	p := tun.LinkParams{Rate: int64(rateMbit * 1e6), Delay: delay, Loss: loss, Seed: 1}
-	a, b := tun.NewPipe(p, p)
-	client, err := stack.New(stack.Config{Links: []stack.Link{{Endpoint: a, Addrs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")}}}, Checksum: csum})
+type demoOptions struct {
+	size     int64
+	rateMbit float64
+	delay    time.Duration
+	loss     float64
+	csum     bool
+	quiet    bool
+	paths    int
+	sched    string
+}
+
+func runDemo(o demoOptions, stdout, stderr io.Writer) error {
+	size, rateMbit, delay, loss, quiet := o.size, o.rateMbit, o.delay, o.loss, o.quiet
+	var cl, sl []stack.Link
+	for i := 0; i < o.paths; i++ {
+		p := tun.LinkParams{Rate: int64(rateMbit * 1e6), Delay: delay, Loss: loss, Seed: int64(i + 1)}
+		a, b := tun.NewPipe(p, p)
+		cl = append(cl, stack.Link{Endpoint: a, Addrs: []netip.Prefix{netip.MustParsePrefix(fmt.Sprintf("10.99.%d.1/24", i))}})
+		sl = append(sl, stack.Link{Endpoint: b, Addrs: []netip.Prefix{netip.MustParsePrefix(fmt.Sprintf("10.99.%d.2/24", i))}})
+	}
+	client, err := stack.New(stack.Config{Links: cl, Checksum: o.csum, Scheduler: o.sched})
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	server, err := stack.New(stack.Config{Links: []stack.Link{{Endpoint: b, Addrs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/24")}}}})
+	server, err := stack.New(stack.Config{Links: sl, Scheduler: o.sched})
 	if err != nil {
 		return err
 	}
@@ -91,8 +116,14 @@ func runDemo(size int64, rateMbit float64, delay time.Duration, loss float64, cs
 	}
 	defer sc.Close()
 
-	fmt.Fprintf(stdout, "umptcp demo: one MPTCP connection between two in-process stacks\n")
-	fmt.Fprintf(stdout, "  link: %s per direction, %v one-way delay, %.1f%% loss\n", rateString(rateMbit), delay, loss*100)
+	// The client joins a subflow over every other path once the
+	// connection is established; the transfer starts when they are up.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(cc.Stats().Subflows) < o.paths && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	fmt.Fprintf(stdout, "umptcp demo: one MPTCP connection between two in-process stacks over %d path(s), scheduler %s\n", o.paths, o.sched)
+	fmt.Fprintf(stdout, "  each path: %s per direction, %v one-way delay, %.1f%% loss\n", rateString(rateMbit), delay, loss*100)
 
 	up := &direction{name: "client -> server"}
 	down := &direction{name: "server -> client"}
@@ -144,7 +175,11 @@ func runDemo(size int64, rateMbit float64, delay time.Duration, loss float64, cs
 	fmt.Fprintf(stdout, "  MPTCP in use: client %s, server %s; DSS checksums %s\n", yesNo(cc.MultipathTCP()), yesNo(sc.MultipathTCP()), onOff(st.Checksum))
 	fmt.Fprintf(stdout, "  subflows: %d\n", len(st.Subflows))
 	for i, s := range st.Subflows {
-		fmt.Fprintf(stdout, "    #%d %s <-> %s  rtt %v  sent %s  received %s\n", i+1, s.Local, s.Remote, s.RTT.Round(10*time.Microsecond), human(s.BytesSent), human(s.BytesReceived))
+		kind := "initial"
+		if s.Join {
+			kind = "MP_JOIN"
+		}
+		fmt.Fprintf(stdout, "    #%d %s <-> %s  %-7s  rtt %v  sent %s  received %s\n", i+1, s.Local, s.Remote, kind, s.RTT.Round(10*time.Microsecond), human(s.BytesSent), human(s.BytesReceived))
 	}
 	ok := true
 	for _, d := range []*direction{up, down} {

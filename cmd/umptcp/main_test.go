@@ -18,9 +18,20 @@ func TestDemo(t *testing.T) {
 	code, out, errOut := runCmd("demo", "-q", "-size", "4194304")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "MPTCP in use: client yes, server yes")
-	require.Contains(t, out, "subflows: 1")
+	require.Contains(t, out, "subflows: 2", "the default demo uses two paths")
+	require.Contains(t, out, "MP_JOIN")
 	require.Equal(t, 2, strings.Count(out, "equal"), out)
 	require.NotContains(t, out, "DIFFERENT")
+}
+
+func TestDemoPathsAndScheduler(t *testing.T) {
+	code, out, errOut := runCmd("demo", "-q", "-size", "2097152", "-paths", "3", "-scheduler", "roundrobin", "-rate", "50")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "subflows: 3")
+	require.Equal(t, 2, strings.Count(out, "equal"), out)
+	code, _, errOut = runCmd("demo", "-scheduler", "nope")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "valid: default")
 }
 
 func TestDemoChecksumAndLoss(t *testing.T) {

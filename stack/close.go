@@ -64,6 +64,7 @@ func (c *Conn) run() {
 	var deadline <-chan time.Time
 	closing := c.closing
 	subflowsClosing := false
+	var closedAt time.Time
 	for {
 		select {
 		case <-c.wake:
@@ -93,11 +94,21 @@ func (c *Conn) run() {
 			// hold the close up: it is reset.
 			if !subflowsClosing {
 				subflowsClosing = true
+				closedAt = time.Now()
 				c.eachPath(func(p *path) {
 					if p.isStale.Load() {
 						p.ep.Abort()
 					} else {
 						p.tc.CloseWrite()
+					}
+				})
+			}
+			if time.Since(closedAt) > finGrace {
+				// A subflow that could not deliver our FIN by now is
+				// dead (a cut path): reset it rather than hold the close.
+				c.eachPath(func(p *path) {
+					if !p.ended.Load() && !finAcked(p.ep) {
+						p.ep.Abort()
 					}
 				})
 			}
@@ -186,16 +197,26 @@ func (c *Conn) abortPaths() {
 	c.eachPath(func(p *path) { p.ep.Abort() })
 }
 
+// finGrace is how long, after both DATA_FINs, a subflow may take to have
+// its FIN acknowledged before it is reset.
+const finGrace = 3 * time.Second
+
+// finAcked reports whether gVisor has everything we sent on ep, FIN
+// included, acknowledged (or the endpoint is gone).
+func finAcked(ep tcpip.Endpoint) bool {
+	switch tcp.EndpointState(ep.State()) {
+	case tcp.StateFinWait2, tcp.StateTimeWait, tcp.StateClose, tcp.StateError:
+		return true
+	}
+	return false
+}
+
 // waitClosed waits, at most until deadline, until gVisor has finished our
 // side of the TCP close of ep: everything we sent, FIN included, is
 // acknowledged (FIN-WAIT-2, TIME-WAIT or CLOSED). Closing the stack before
 // then would reset the connection and lose data the peer has not read yet.
 func waitClosed(ep tcpip.Endpoint, deadline time.Time) {
-	for time.Now().Before(deadline) {
-		switch tcp.EndpointState(ep.State()) {
-		case tcp.StateFinWait2, tcp.StateTimeWait, tcp.StateClose, tcp.StateError:
-			return
-		}
+	for time.Now().Before(deadline) && !finAcked(ep) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }

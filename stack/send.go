@@ -157,12 +157,14 @@ func (sn *sender) pump() {
 	}
 	sn.checkDataRTO(una)
 
+	// Nothing goes beyond the peer's data-level receive window.
+	limit := min(nxt, max(c.meta.SndWndEnd(), una))
 	if len(sn.usable) > 0 {
-		sn.sendReinjections(una, sched)
+		sn.sendReinjections(una, limit, sched)
 		if d, ok := sched.(scheduler.Duplicating); ok && d.Duplicates() {
-			sn.sendRedundant(una, nxt, haveRegular)
+			sn.sendRedundant(una, limit, haveRegular)
 		} else {
-			sn.sendNew(nxt, sched)
+			sn.sendNew(limit, sched)
 		}
 	}
 	if wclosed && !sn.finSet && sn.schedNxt == nxt && len(sn.reinject) == 0 {
@@ -224,7 +226,7 @@ func (sn *sender) checkDataRTO(una uint64) {
 
 // sendReinjections sends queued ranges again on the subflows the
 // scheduler picks (stale and ended subflows are not among them).
-func (sn *sender) sendReinjections(una uint64, sched scheduler.Scheduler) {
+func (sn *sender) sendReinjections(una, limit uint64, sched scheduler.Scheduler) {
 	for len(sn.reinject) > 0 {
 		r := &sn.reinject[0]
 		r.start = max(r.start, una)
@@ -233,12 +235,15 @@ func (sn *sender) sendReinjections(una uint64, sched scheduler.Scheduler) {
 			sn.reinject = sn.reinject[1:]
 			continue
 		}
+		if r.start >= limit {
+			return // beyond the peer's window for now
+		}
 		n := int(r.end - r.start)
 		i := sched.Pick(sn.views, n)
 		if i < 0 || i >= len(sn.views) || sn.views[i].Room <= 0 {
 			return
 		}
-		w := sn.write(i, r.start, min(n, sn.views[i].Room, maxChunk))
+		w := sn.write(i, r.start, min(n, int(limit-r.start), sn.views[i].Room, maxChunk))
 		if w == 0 {
 			continue
 		}
@@ -252,7 +257,7 @@ func (sn *sender) sendReinjections(una uint64, sched scheduler.Scheduler) {
 	}
 }
 
-// sendNew hands new bytes to the subflows the scheduler picks.
+// sendNew hands new bytes below nxt to the subflows the scheduler picks.
 func (sn *sender) sendNew(nxt uint64, sched scheduler.Scheduler) {
 	for sn.schedNxt < nxt {
 		pending := int(min(nxt-sn.schedNxt, 1<<30))

@@ -33,6 +33,7 @@ type Meta struct {
 	sndMax  atomic.Uint64 // one past the highest DSN handed to a subflow (DATA_FIN included)
 	finSeq  atomic.Uint64 // our DATA_FIN's DSN + 1; 0 while we have not closed
 	peerFin atomic.Uint64 // the peer's DATA_FIN DSN + 1; 0 while not received
+	wndEnd  atomic.Uint64 // right edge of the peer's data-level receive window
 
 	changed chan struct{} // poked when sndUna or peerFin advance
 }
@@ -135,6 +136,25 @@ func (m *Meta) onDataAck(v uint64) {
 			return
 		}
 		if m.sndUna.CompareAndSwap(una, v) {
+			m.poke()
+			return
+		}
+	}
+}
+
+// SndWndEnd is the right edge of the peer's receive window at the data
+// level (RFC 8684 §3.3.4): no DSN at or beyond it may be sent. Linux drops
+// such data (MPTcpExtNoDSSInWindow).
+func (m *Meta) SndWndEnd() uint64 { return m.wndEnd.Load() }
+
+// noteWndEnd raises the window's right edge to v.
+func (m *Meta) noteWndEnd(v uint64) {
+	for {
+		cur := m.wndEnd.Load()
+		if v <= cur {
+			return
+		}
+		if m.wndEnd.CompareAndSwap(cur, v) {
 			m.poke()
 			return
 		}

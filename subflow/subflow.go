@@ -98,6 +98,8 @@ type Subflow struct {
 	joinTries     int
 	acked         uint64 // subflow offset the peer acknowledged
 	maxSeg        int    // largest payload sent: the effective MSS
+	peerWS        uint8  // the peer's window scale shift
+	lastWnd       uint16 // window field of the segment being processed
 	peerRstReason int    // MP_TCPRST reason of the peer's reset; -1 if none
 }
 
@@ -385,6 +387,23 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 	return d.Append(dst)
 }
 
+// notePeerWS records the window scale option of the peer's SYN or SYN-ACK.
+// We always offer window scaling, so the peer's option decides.
+func (s *Subflow) notePeerWS(h header.TCP) {
+	opts := h.Options()
+	for i := 0; ; {
+		kind, o, next, ok := nextOption(opts, i)
+		if !ok {
+			return
+		}
+		if kind == header.TCPOptionWS && len(o) == 3 {
+			s.peerWS = min(o[2], 14)
+			return
+		}
+		i = next
+	}
+}
+
 // firstDataIsIDSN reports whether the first data byte of this subflow
 // carries the connection's first DSN.
 func (s *Subflow) firstDataIsIDSN(m *Meta) bool {
@@ -511,6 +530,7 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 	defer s.mu.Unlock()
 	s.counters.SegmentsIn++
 	s.counters.BytesIn += uint64(payloadLen)
+	s.lastWnd = h.WindowSize()
 	if parseErr != nil {
 		s.counters.MalformedOptions++
 		if s.st == stateEstablished {
@@ -531,6 +551,9 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 			return pass
 		}
 		s.irs, s.irsOK = seq, true
+		s.notePeerWS(h)
+		// SYN windows are never scaled; the data-level window starts here.
+		m.noteWndEnd(m.localIDSN + 1 + uint64(h.WindowSize()))
 		if s.join {
 			return s.joinSynAckLocked(h, set)
 		}
@@ -547,8 +570,10 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 	case stateSynReceived:
 		if flags.Contains(header.TCPFlagSyn) {
 			s.irs, s.irsOK = seq, true
+			s.notePeerWS(h)
 			return pass
 		}
+		m.noteWndEnd(m.sndUna.Load() + uint64(h.WindowSize())<<s.peerWS)
 		if !flags.Contains(header.TCPFlagAck) || flags.Contains(header.TCPFlagRst) {
 			return pass
 		}
@@ -688,6 +713,8 @@ func (s *Subflow) applyDSS(d *option.DSS) bool {
 	}
 	if d.HasDataAck {
 		m.onDataAck(ack)
+		// §3.3.4: the receive window is relative to the DATA_ACK.
+		m.noteWndEnd(ack + uint64(s.lastWnd)<<s.peerWS)
 	}
 	if fin {
 		s.counters.DataFinRecvd++

@@ -504,12 +504,16 @@ func testJoinedBulk(t *testing.T, u *multiRig, ours *stack.Conn, kernel net.Conn
 	require.EqualValues(t, n+int64(len(warmUpMsg)), st.BytesSent, "Stats().BytesSent (warm-up included)")
 	require.EqualValues(t, n+int64(len(warmUpMsg)), st.BytesReceived, "Stats().BytesReceived (warm-up included)")
 	require.Len(t, st.Subflows, 2, "umptcp subflows")
-	const least = 1 << 20
+	// Both subflows must carry data in both directions. How much each
+	// carries is the schedulers' business: ours, like Linux's default,
+	// fills the lowest-RTT subflow first and over two unshaped TUN paths
+	// may give the other only a few hundred KiB of 8 MiB.
+	const least = 64 << 10
 	for _, s := range st.Subflows {
 		// Both DATA_FINs are through: the subflows may be closing.
 		require.NotEqual(t, "stale", s.State, "subflow %d after the exchange\n%s", s.ID, formatStats(st))
-		require.Greater(t, s.BytesSent, uint64(least), "subflow %d (join=%v) sent more than 1 MiB\n%s", s.ID, s.Join, formatStats(st))
-		require.Greater(t, s.BytesReceived, uint64(least), "subflow %d (join=%v) received more than 1 MiB\n%s", s.ID, s.Join, formatStats(st))
+		require.Greater(t, s.BytesSent, uint64(least), "subflow %d (join=%v) sent more than 64 KiB\n%s", s.ID, s.Join, formatStats(st))
+		require.Greater(t, s.BytesReceived, uint64(least), "subflow %d (join=%v) received more than 64 KiB\n%s", s.ID, s.Join, formatStats(st))
 	}
 	// Each subflow really used its own TUN device.
 	for i, c := range u.counts {

@@ -125,13 +125,57 @@ func New(cfg Config) (*Stack, error) {
 			return sc
 		}
 	}
-	var routes, defaults []tcpip.Route
+	// The registry and the path manager are set up before any link is
+	// attached: the links start delivering packets at once.
 	var endpoints []pm.Endpoint
+	var local []netip.Addr
 	for i, l := range cfg.Links {
 		if l.Endpoint == nil {
 			gs.Close()
 			return nil, wrapf("link %d has no endpoint", i)
 		}
+		for _, p := range l.Addrs {
+			a := p.Addr().Unmap()
+			s.nicOf[a] = tcpip.NICID(i + 1)
+			local = append(local, a)
+			flags := pm.Subflow
+			if l.Backup {
+				flags |= pm.Backup
+			}
+			endpoints = append(endpoints, pm.Endpoint{Addr: a, ID: uint8(len(endpoints) + 1), Flags: flags})
+		}
+	}
+	if cfg.Endpoints != nil {
+		endpoints = cfg.Endpoints
+	}
+	limits := pm.DefaultLimits
+	if cfg.Limits != nil {
+		limits = *cfg.Limits
+	}
+	s.pm = pm.New(endpoints, limits)
+	s.reg.SetMaxSubflows(limits.Subflows + 1)
+	multi := len(cfg.Links) > 1
+	if !multi {
+		local = nil
+	}
+	s.reg.SetAddresses(s.pm.AddrIDs(), local)
+	if multi {
+		// The weak host model: a packet to any of our addresses is
+		// accepted on any link (a peer may reach the address of the
+		// initial subflow over another path), and a subflow bound to one
+		// link may use the address of another. gVisor does this with
+		// forwarding on; the option layer drops every packet that is not
+		// for one of our addresses, so nothing is ever forwarded.
+		for _, proto := range []tcpip.NetworkProtocolNumber{ipv4.ProtocolNumber, ipv6.ProtocolNumber} {
+			if err := gs.SetForwardingDefaultAndAllNICs(proto, true); err != nil {
+				gs.Close()
+				return nil, wrapf("forwarding: %s", err)
+			}
+		}
+	}
+
+	var routes, defaults []tcpip.Route
+	for i, l := range cfg.Links {
 		nic := tcpip.NICID(i + 1)
 		layer := subflow.NewLayer(l.Endpoint, s.reg)
 		s.layers = append(s.layers, layer)
@@ -159,46 +203,9 @@ func New(cfg Config) (*Stack, error) {
 				empty = header.IPv6EmptySubnet
 			}
 			defaults = append(defaults, tcpip.Route{Destination: empty, NIC: nic})
-			s.nicOf[a] = nic
-			flags := pm.Subflow
-			if l.Backup {
-				flags |= pm.Backup
-			}
-			endpoints = append(endpoints, pm.Endpoint{Addr: a, ID: uint8(len(endpoints) + 1), Flags: flags})
 		}
 	}
 	gs.SetRouteTable(append(routes, defaults...))
-	if cfg.Endpoints != nil {
-		endpoints = cfg.Endpoints
-	}
-	limits := pm.DefaultLimits
-	if cfg.Limits != nil {
-		limits = *cfg.Limits
-	}
-	s.pm = pm.New(endpoints, limits)
-	s.reg.SetMaxSubflows(limits.Subflows + 1)
-	multi := len(cfg.Links) > 1
-	if multi {
-		// The weak host model: a packet to any of our addresses is
-		// accepted on any link (a peer may reach the address of the
-		// initial subflow over another path), and a subflow bound to one
-		// link may use the address of another. gVisor does this with
-		// forwarding on; the option layer drops every packet that is not
-		// for one of our addresses, so nothing is ever forwarded.
-		for _, proto := range []tcpip.NetworkProtocolNumber{ipv4.ProtocolNumber, ipv6.ProtocolNumber} {
-			if err := gs.SetForwardingDefaultAndAllNICs(proto, true); err != nil {
-				gs.Close()
-				return nil, wrapf("forwarding: %s", err)
-			}
-		}
-	}
-	var local []netip.Addr
-	if multi {
-		for a := range s.nicOf {
-			local = append(local, a)
-		}
-	}
-	s.reg.SetAddresses(s.pm.AddrIDs(), local)
 	return s, nil
 }
 

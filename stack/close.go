@@ -58,7 +58,6 @@ func (c *Conn) run() {
 	defer c.s.untrack(c)
 	defer c.s.unbindMeta(c.meta)
 	sn := newSender(c)
-	c.dbgSender = sn
 	tick := time.NewTicker(tickInterval)
 	defer tick.Stop()
 	var deadline <-chan time.Time

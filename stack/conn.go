@@ -64,7 +64,6 @@ type Conn struct {
 	bytesSent uint64
 	sched     scheduler.Scheduler // replaced by SetScheduler; read by the sender
 
-	dbgSender  *sender       // for tests' diagnostics only
 	wake       chan struct{} // pokes the sender goroutine
 	closing    chan struct{} // closed by Close
 	closeOnce  sync.Once

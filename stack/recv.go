@@ -69,8 +69,6 @@ func (c *Conn) readLoop(p *path) {
 	}
 }
 
-var testHookIngest func(c *Conn, sf *subflow.Subflow, m subflow.Mapping, off uint64, data []byte)
-
 // pending collects one mapping's bytes until its DSS checksum is verified:
 // with checksums, nothing of a mapping is delivered before that.
 type pending struct {
@@ -105,9 +103,6 @@ func (c *Conn) ingest(sf *subflow.Subflow, b []byte, off *uint64, p *pending) er
 				p.on = false
 			}
 		} else {
-			if testHookIngest != nil {
-				testHookIngest(c, sf, m, *off, b[:take])
-			}
 			c.deliver(m.DSN+(*off-m.Off), b[:take])
 		}
 		*off += uint64(take)

@@ -381,6 +381,12 @@ func (u *multiRig) waitJoined(t *testing.T, ours *stack.Conn, kernel net.Conn) s
 	}) {
 		t.Fatalf("kernel MPTCP_INFO: %+v (err %v), want subflows=1 (one additional subflow)\n%s", info, ierr, u.report(ours))
 	}
+	// ss -M in the kernel's namespace says the same.
+	entries, err := SSMptcp(u.NS)
+	require.NoError(t, err, "ss -M")
+	e, ok := FindSS(entries, addrPort(kernel.LocalAddr()), addrPort(kernel.RemoteAddr()))
+	require.True(t, ok, "ss -M lists the kernel's MPTCP socket %s <-> %s: %+v", kernel.LocalAddr(), kernel.RemoteAddr(), entries)
+	require.Equal(t, 1, e.Subflows, "ss -M: subflows besides the initial one: %+v", e)
 	t.Logf("second subflow up %v after the warm-up", time.Since(start).Round(time.Millisecond))
 	st := ours.Stats()
 	require.Len(t, st.Subflows, 2, "umptcp subflows\n%s", formatStats(st))

@@ -70,13 +70,13 @@ func (p *path) rtoCount() uint64 {
 func (p *path) state() (sp scheduler.Path, written, acked uint64) {
 	var info tcpip.TCPInfoOption
 	p.ep.GetSockOpt(&info)
-	mss := p.sf.SegmentSize()
+	pr := p.sf.Progress()
+	mss := pr.MSS
 	if mss <= 0 {
 		mss = 1400 // nothing sent yet: a typical Ethernet MSS
 	}
-	written, sent, acked := p.sf.Progress()
 	cwnd := int(info.SndCwnd) * mss
-	outstanding := int(written - acked)
+	outstanding := int(pr.Written - pr.Acked)
 	// Two congestion windows keep the pipe full while the next ACKs come
 	// back; more would only queue bytes behind a slow subflow's window.
 	limit := max(2*cwnd, minPathQueue)
@@ -86,11 +86,12 @@ func (p *path) state() (sp scheduler.Path, written, acked uint64) {
 		RTTVar:   info.RTTVar,
 		Cwnd:     cwnd,
 		MSS:      mss,
-		InFlight: int(sent - acked),
-		Queued:   int(written - sent),
+		InFlight: int(pr.Sent - pr.Acked),
+		Queued:   int(pr.Written - pr.Sent),
 		Room:     max(limit-outstanding, 0),
-		Backup:   p.sf.Backup(),
+		Backup:   pr.Backup,
 	}
+	written, acked = pr.Written, pr.Acked
 	return sp, written, acked
 }
 

@@ -53,20 +53,13 @@ func (s *Subflow) joinAckOption(dst []byte) []byte {
 func (s *Subflow) noteSynAck(h header.TCP) {
 	s.last = lastHeader{valid: true, seq: h.SequenceNumber() + 1, ack: h.AckNumber(), wnd: h.WindowSize()}
 	opts := h.Options()
-	for i := 0; ; {
-		kind, o, next, ok := nextOption(opts, i)
-		if !ok {
-			break
-		}
-		switch {
-		case kind == header.TCPOptionTS && len(o) == 10:
-			s.last.hasTS, s.last.tsVal, s.last.tsEcr = true, be32(o[2:]), be32(o[6:])
-		case kind == header.TCPOptionWS && len(o) == 3:
-			// gVisor puts window scaling in a SYN-ACK only when the peer
-			// offered it, so the shift is in force from now on.
-			s.last.wnd >>= min(o[2], 14)
-		}
-		i = next
+	if o := findOption(opts, header.TCPOptionTS); len(o) == 10 {
+		s.last.hasTS, s.last.tsVal, s.last.tsEcr = true, be32(o[2:]), be32(o[6:])
+	}
+	if o := findOption(opts, header.TCPOptionWS); len(o) == 3 {
+		// gVisor puts window scaling in a SYN-ACK only when the peer
+		// offered it, so the shift is in force from now on.
+		s.last.wnd >>= min(o[2], 14)
 	}
 }
 
@@ -129,17 +122,8 @@ func (s *Subflow) joinEstablishedLocked(h header.TCP, payloadLen int, set *optio
 
 // noteEcr makes our next pure ACK echo the timestamp of h.
 func (s *Subflow) noteEcr(h header.TCP) {
-	opts := h.Options()
-	for i := 0; ; {
-		kind, o, next, ok := nextOption(opts, i)
-		if !ok {
-			return
-		}
-		if kind == header.TCPOptionTS && len(o) == 10 && s.last.hasTS {
-			s.last.tsEcr = be32(o[2:])
-			return
-		}
-		i = next
+	if o := findOption(h.Options(), header.TCPOptionTS); len(o) == 10 && s.last.hasTS {
+		s.last.tsEcr = be32(o[2:])
 	}
 }
 
@@ -261,13 +245,21 @@ func (s *Subflow) SetBackup(b bool) {
 	}
 }
 
-// Progress returns, as subflow byte offsets, how much the stack has
-// written into the endpoint, how much has left at least once, and how much
-// the peer acknowledged at the TCP level.
-func (s *Subflow) Progress() (written, sent, acked uint64) {
+// Progress is what a scheduler needs to know of a subflow, as the option
+// layer sees it. Offsets count subflow data bytes.
+type Progress struct {
+	Written uint64 // handed to the endpoint by the stack
+	Sent    uint64 // left at least once
+	Acked   uint64 // acknowledged by the peer at the TCP level
+	MSS     int    // largest payload sent: the effective MSS (0 before any data)
+	Backup  bool   // see Backup
+}
+
+// Progress returns a snapshot, under one lock.
+func (s *Subflow) Progress() Progress {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.written, s.sndHigh, min(s.acked, s.sndHigh)
+	return Progress{Written: s.written, Sent: s.sndHigh, Acked: min(s.acked, s.sndHigh), MSS: s.maxSeg, Backup: s.localBackup || s.peerBackup}
 }
 
 // FullyEstablished reports, for the initial subflow of a client, whether
@@ -277,14 +269,6 @@ func (s *Subflow) FullyEstablished() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.fullyEstab || s.role == Server
-}
-
-// SegmentSize is the largest payload the subflow has sent: its effective
-// MSS (0 before any data).
-func (s *Subflow) SegmentSize() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.maxSeg
 }
 
 // AddrIDs returns our address ID and the peer's for this subflow.

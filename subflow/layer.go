@@ -202,13 +202,13 @@ func (l *Layer) rewriteOut(pkt *stack.PacketBuffer, dst []*stack.PacketBuffer) (
 		sf.out.CompareAndSwap(nil, l)
 		home = sf.out.Load()
 	}
+	var mpBuf [maxTCPOptions]byte
 	var runsBuf [maxPieces]int
-	if runs := sf.mappedRuns(seg.tcp, seg.payloadLen, runsBuf[:0]); len(runs) > 1 {
+	payloadSum := seg.payloadSum()
+	mp, runs := sf.outbound(seg.tcp, seg.payloadLen, payloadSum, mpBuf[:0], runsBuf[:0])
+	if len(runs) > 0 {
 		return l.split(pkt, &seg, sf, runs, dst), home
 	}
-	var mpBuf [maxTCPOptions]byte
-	payloadSum := seg.payloadSum()
-	mp := sf.outbound(seg.tcp, seg.payloadLen, payloadSum, mpBuf[:0])
 	if len(mp) == 0 {
 		return dst, home
 	}
@@ -239,7 +239,7 @@ func (l *Layer) split(pkt *stack.PacketBuffer, seg *segment, sf *Subflow, runs [
 		piece.tcp = h
 		piece.payloadLen = n
 		var mpBuf [maxTCPOptions]byte
-		mp := sf.outbound(h, n, sum, mpBuf[:0])
+		mp, _ := sf.outbound(h, n, sum, mpBuf[:0], nil) // one mapping covers each run
 		var newBuf [header.TCPMinimumSize + maxTCPOptions]byte
 		newTCP, trimmed := buildTCPHeader(newBuf[:0], h, mp)
 		if trimmed {

@@ -278,13 +278,22 @@ const txMapSlack = 1 << 20
 const maxTCPOptions = 40
 
 // outbound decides the MPTCP option for a segment gVisor is sending and
-// appends it to dst. payloadSum returns the one's-complement sum of the
-// payload (needed only with DSS checksums).
-func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst []byte) []byte {
+// appends it to dst. payloadSum is the one's-complement sum of the payload
+// (needed only with DSS checksums). A data segment whose payload straddles
+// several send mappings gets no option: outbound returns the lengths of
+// the runs (appended to runs) that the segment must be split into, and
+// changes nothing.
+func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst []byte, runs []int) ([]byte, []int) {
 	flags := h.Flags()
 	seq := h.SequenceNumber()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if payloadLen > 0 && s.st == stateEstablished && s.issOK && !flags.Contains(header.TCPFlagSyn) {
+		off := expand(s.sndHigh, seq-(s.iss+1))
+		if _, n, ok := s.tx.lookup(off); ok && n < uint64(payloadLen) {
+			return dst, s.runsLocked(off, payloadLen, runs)
+		}
+	}
 	s.counters.SegmentsOut++
 	s.counters.BytesOut += uint64(payloadLen)
 	if payloadLen > s.maxSeg {
@@ -296,26 +305,26 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 		switch {
 		case s.st == stateSynSent && !flags.Contains(header.TCPFlagAck):
 			if s.join {
-				return s.joinSynOption(dst)
+				return s.joinSynOption(dst), nil
 			}
 			o := option.MPCapable{Version: 1, Flags: s.mpcFlags(), Form: option.MPCSyn}
-			return o.Append(dst)
+			return o.Append(dst), nil
 		case s.st == stateSynReceived && flags.Contains(header.TCPFlagAck):
 			if s.join {
 				s.noteSynAck(h)
-				return s.joinSynAckOption(dst)
+				return s.joinSynAckOption(dst), nil
 			}
 			o := option.MPCapable{Version: 1, Flags: s.mpcFlags(), SenderKey: s.meta.localKey, Form: option.MPCSynAck}
-			return o.Append(dst)
+			return o.Append(dst), nil
 		}
-		return dst
+		return dst, nil
 	}
 	if flags.Contains(header.TCPFlagRst) {
 		s.last.closed = true
-		return dst
+		return dst, nil
 	}
 	if s.st != stateEstablished || !s.issOK {
-		return dst
+		return dst, nil
 	}
 
 	off := expand(s.sndHigh, seq-(s.iss+1))
@@ -330,7 +339,7 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 	s.noteLast(h, next)
 	m := s.meta
 	if s.join && s.role == Client && !s.readyClosed && payloadLen == 0 {
-		return s.joinAckOption(dst) // the third ACK, until the peer acknowledged it
+		return s.joinAckOption(dst), nil // the third ACK, until the peer acknowledged it
 	}
 
 	// §3.1: the third ACK and the first data segment of the client carry
@@ -349,7 +358,7 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 				o.Checksum = option.DSSChecksum(m.localIDSN+1, 1, uint16(payloadLen), payloadSum)
 			}
 		}
-		return o.Append(dst)
+		return o.Append(dst), nil
 	}
 
 	var d option.DSS
@@ -382,25 +391,16 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 		s.addDataFin(&d, fin-1)
 	}
 	if !d.HasDataAck && !d.HasMapping {
-		return dst
+		return dst, nil
 	}
-	return d.Append(dst)
+	return d.Append(dst), nil
 }
 
 // notePeerWS records the window scale option of the peer's SYN or SYN-ACK.
 // We always offer window scaling, so the peer's option decides.
 func (s *Subflow) notePeerWS(h header.TCP) {
-	opts := h.Options()
-	for i := 0; ; {
-		kind, o, next, ok := nextOption(opts, i)
-		if !ok {
-			return
-		}
-		if kind == header.TCPOptionWS && len(o) == 3 {
-			s.peerWS = min(o[2], 14)
-			return
-		}
-		i = next
+	if o := findOption(h.Options(), header.TCPOptionWS); len(o) == 3 {
+		s.peerWS = min(o[2], 14)
 	}
 }
 
@@ -419,19 +419,9 @@ func (s *Subflow) MarkFullyEstablished() {
 	s.mu.Unlock()
 }
 
-// mappedRuns splits a data segment's payload into runs that one send
-// mapping covers each: one run, normally. Only an established MPTCP
-// subflow's data segments are examined.
-func (s *Subflow) mappedRuns(h header.TCP, payloadLen int, dst []int) []int {
-	if payloadLen == 0 || h.Flags().Contains(header.TCPFlagSyn) {
-		return dst
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.st != stateEstablished || !s.issOK {
-		return dst
-	}
-	off := expand(s.sndHigh, h.SequenceNumber()-(s.iss+1))
+// runsLocked splits the payload [off, off+payloadLen) into runs that one
+// send mapping covers each (the last run is whatever no mapping covers).
+func (s *Subflow) runsLocked(off uint64, payloadLen int, dst []int) []int {
 	end := off + uint64(payloadLen)
 	for off < end && len(dst) < cap(dst)-1 {
 		_, n, ok := s.tx.lookup(off)
@@ -494,18 +484,10 @@ func (s *Subflow) noteLast(h header.TCP, next uint32) {
 	}
 	s.last.valid = true
 	s.last.hasTS = false
-	opts := h.Options()
-	for i := 0; ; {
-		kind, o, next, ok := nextOption(opts, i)
-		if !ok {
-			break
-		}
-		if kind == header.TCPOptionTS && len(o) == 10 {
-			s.last.hasTS = true
-			s.last.tsVal = be32(o[2:])
-			s.last.tsEcr = be32(o[6:])
-		}
-		i = next
+	if o := findOption(h.Options(), header.TCPOptionTS); len(o) == 10 {
+		s.last.hasTS = true
+		s.last.tsVal = be32(o[2:])
+		s.last.tsEcr = be32(o[6:])
 	}
 }
 

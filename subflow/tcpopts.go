@@ -19,6 +19,21 @@ func nextOption(opts []byte, i int) (kind byte, opt []byte, next int, ok bool) {
 	return opts[i], opts[i:n], n, true
 }
 
+// findOption returns the first option of the given kind in opts (its
+// bytes, kind and length included), or nil.
+func findOption(opts []byte, kind byte) []byte {
+	for i := 0; ; {
+		k, o, next, ok := nextOption(opts, i)
+		if !ok {
+			return nil
+		}
+		if k == kind {
+			return o
+		}
+		i = next
+	}
+}
+
 // optsLen is the length of opts without trailing EOL padding.
 func optsLen(opts []byte) int {
 	n := len(opts)

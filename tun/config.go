@@ -16,12 +16,21 @@ const DefaultMTU = 1500
 // Config of one TUN path: the stack (gVisor) side gets StackAddr, the kernel
 // side of the TUN gets HostAddr; both have the same prefix length and the
 // same IP family.
+//
+// A device that is only a port of a Forwarder has no stack behind it: leave
+// StackAddr zero (netip.Prefix{}; ParsePortSpec makes such configs). The
+// kernel side still gets HostAddr, and what the kernel routes into the
+// device goes to whoever attaches to its LinkEndpoint.
 type Config struct {
 	Name      string
-	StackAddr netip.Prefix // e.g. 10.1.0.2/24
+	StackAddr netip.Prefix // e.g. 10.1.0.2/24; zero = no stack address (a forwarder port)
 	HostAddr  netip.Prefix // e.g. 10.1.0.1/24
 	MTU       int          // 0 = 1500
 }
+
+// IsPort reports whether c has no stack address: the device is a port of a
+// Forwarder, not a link of a stack.
+func (c Config) IsPort() bool { return c.StackAddr == (netip.Prefix{}) }
 
 // EffectiveMTU returns c.MTU, or DefaultMTU when it is 0.
 func (c Config) EffectiveMTU() int {
@@ -31,9 +40,37 @@ func (c Config) EffectiveMTU() int {
 	return c.MTU
 }
 
-// String returns the CLI form accepted by ParseSpec.
+// String returns the CLI form accepted by ParseSpec, or for a port (no
+// stack address) the form accepted by ParsePortSpec.
 func (c Config) String() string {
+	if c.IsPort() {
+		return fmt.Sprintf("%s,%s", c.Name, c.HostAddr)
+	}
 	return fmt.Sprintf("%s,%s,%s", c.Name, c.StackAddr, c.HostAddr.Addr())
+}
+
+// ParsePortSpec parses the CLI form "NAME,HOSTADDR/PREFIX" of a device
+// without a stack address (a forwarder port): the kernel side of the device
+// gets HOSTADDR/PREFIX.
+func ParsePortSpec(s string) (Config, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) != 2 {
+		return Config{}, fmt.Errorf("tun port spec %q: want NAME,ADDR/PREFIX (2 comma-separated fields), got %d field(s)", s, len(parts))
+	}
+	name := strings.TrimSpace(parts[0])
+	hostStr := strings.TrimSpace(parts[1])
+	if !strings.Contains(hostStr, "/") {
+		return Config{}, fmt.Errorf("tun port spec %q: address %q needs a prefix length, e.g. 10.1.0.1/24", s, hostStr)
+	}
+	hp, err := netip.ParsePrefix(hostStr)
+	if err != nil {
+		return Config{}, fmt.Errorf("tun port spec %q: bad address/prefix %q: %v", s, hostStr, err)
+	}
+	cfg := Config{Name: name, HostAddr: hp}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("tun port spec %q: %w", s, err)
+	}
+	return cfg, nil
 }
 
 // ParseSpec parses the CLI form "NAME,STACKADDR/PREFIX,HOSTADDR". HOSTADDR
@@ -77,32 +114,27 @@ func ParseSpec(s string) (Config, error) {
 }
 
 // Validate checks the name, the addresses and the MTU of c. Open calls it.
+// A zero StackAddr is valid (a forwarder port, see Config).
 func (c Config) Validate() error {
 	if err := validateName(c.Name); err != nil {
 		return err
 	}
-	sa, ha := c.StackAddr.Addr(), c.HostAddr.Addr()
-	if !c.StackAddr.IsValid() {
-		return errors.New("stack address missing or invalid")
-	}
 	if !c.HostAddr.IsValid() {
 		return errors.New("host address missing or invalid")
+	}
+	if c.IsPort() {
+		return c.validatePort()
+	}
+	sa, ha := c.StackAddr.Addr(), c.HostAddr.Addr()
+	if !c.StackAddr.IsValid() {
+		return errors.New("stack address invalid")
 	}
 	for _, a := range []struct {
 		what string
 		addr netip.Addr
 	}{{"stack", sa}, {"host", ha}} {
-		switch {
-		case a.addr.Zone() != "":
-			return fmt.Errorf("%s address %s: zones are not supported", a.what, a.addr)
-		case a.addr.Is4In6():
-			return fmt.Errorf("%s address %s: IPv4-mapped IPv6 addresses are not supported; write the IPv4 address", a.what, a.addr)
-		case a.addr.IsUnspecified():
-			return fmt.Errorf("%s address %s is unspecified", a.what, a.addr)
-		case a.addr.IsMulticast():
-			return fmt.Errorf("%s address %s is multicast", a.what, a.addr)
-		case a.addr.IsLoopback():
-			return fmt.Errorf("%s address %s is a loopback address", a.what, a.addr)
+		if err := validateAddr(a.what, a.addr); err != nil {
+			return err
 		}
 	}
 	if sa.Is4() != ha.Is4() {
@@ -130,13 +162,55 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	return c.validateMTU()
+}
+
+// validatePort checks the host address of a config without a stack
+// address. Any prefix length but /0 will do: the kernel side shares its
+// subnet with nothing of ours (a /32 or /128 needs routes of its own).
+func (c Config) validatePort() error {
+	ha := c.HostAddr.Addr()
+	if err := validateAddr("host", ha); err != nil {
+		return err
+	}
+	bits := c.HostAddr.Bits()
+	if bits < 1 {
+		return fmt.Errorf("bad prefix length /%d for %s: want 1..%d", bits, family(ha), ha.BitLen())
+	}
+	if ha.Is4() && bits <= 30 {
+		if ha == c.HostAddr.Masked().Addr() || ha == lastAddr(c.HostAddr) {
+			return fmt.Errorf("address %s is the network or broadcast address of %s", ha, c.HostAddr.Masked())
+		}
+	}
+	return c.validateMTU()
+}
+
+func validateAddr(what string, a netip.Addr) error {
+	switch {
+	case a.Zone() != "":
+		return fmt.Errorf("%s address %s: zones are not supported", what, a)
+	case a.Is4In6():
+		return fmt.Errorf("%s address %s: IPv4-mapped IPv6 addresses are not supported; write the IPv4 address", what, a)
+	case a.IsUnspecified():
+		return fmt.Errorf("%s address %s is unspecified", what, a)
+	case a.IsMulticast():
+		return fmt.Errorf("%s address %s is multicast", what, a)
+	case a.IsLoopback():
+		return fmt.Errorf("%s address %s is a loopback address", what, a)
+	}
+	return nil
+}
+
+// validateMTU checks the MTU against the host address's family.
+func (c Config) validateMTU() error {
 	mtu := c.EffectiveMTU()
 	minMTU := 68
-	if sa.Is6() {
+	a := c.HostAddr.Addr()
+	if a.Is6() {
 		minMTU = 1280
 	}
 	if mtu < minMTU || mtu > 65535 {
-		return fmt.Errorf("MTU %d out of range %d..65535 for %s", c.MTU, minMTU, family(sa))
+		return fmt.Errorf("MTU %d out of range %d..65535 for %s", c.MTU, minMTU, family(a))
 	}
 	return nil
 }

@@ -83,3 +83,38 @@ func TestConfigValidateMTU(t *testing.T) {
 	c4.MTU = 70000
 	require.Error(t, c4.Validate())
 }
+
+func TestParsePortSpec(t *testing.T) {
+	for _, spec := range []string{"umta,10.91.0.1/24", "v6,fd91::1/64", "host,10.0.0.1/32", " p , 192.168.1.1/16 "} {
+		c, err := ParsePortSpec(spec)
+		require.NoError(t, err, spec)
+		require.True(t, c.IsPort())
+		require.NoError(t, c.Validate())
+		again, err := ParsePortSpec(c.String())
+		require.NoError(t, err)
+		require.Equal(t, c, again)
+	}
+	for spec, errPart := range map[string]string{
+		"umta":                        "2 comma-separated fields",
+		"umta,10.91.0.2/24,10.91.0.1": "2 comma-separated fields",
+		"umta,10.91.0.1":              "needs a prefix length",
+		"umta,10.91.0.1/x":            "bad address/prefix",
+		"umta,10.91.0.0/24":           "network or broadcast",
+		"umta,10.91.0.1/0":            "bad prefix length",
+		"umta,127.0.0.1/8":            "loopback",
+		",10.91.0.1/24":               "empty interface name",
+	} {
+		_, err := ParsePortSpec(spec)
+		require.ErrorContains(t, err, errPart, spec)
+	}
+	// A stack config is not a port; a zero stack address passes Validate.
+	c, err := ParseSpec("tun0,10.1.0.2/24,10.1.0.1")
+	require.NoError(t, err)
+	require.False(t, c.IsPort())
+	c.StackAddr = netip.Prefix{}
+	require.NoError(t, c.Validate())
+	c.MTU = 1279
+	require.NoError(t, c.Validate(), "IPv4 MTU")
+	c.MTU = 60
+	require.ErrorContains(t, c.Validate(), "MTU 60 out of range 68")
+}

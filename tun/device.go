@@ -31,6 +31,9 @@ type Device struct {
 //
 // Callers that switch namespaces must hold runtime.LockOSThread around Open
 // (or use OpenIn).
+//
+// Open does not use cfg.StackAddr: that is the address a stack on the
+// device's LinkEndpoint takes. A device for Forward has none (Config).
 func Open(cfg Config) (*Device, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("tun: open %q: %w", cfg.Name, err)

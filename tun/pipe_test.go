@@ -303,7 +303,7 @@ func rawPacketsGrowing(n, payload, step int) stack.PacketBufferList {
 	return l
 }
 
-func writeRaw(t testing.TB, e *Endpoint, n, payload int) {
+func writeRaw(t testing.TB, e stack.LinkEndpoint, n, payload int) {
 	t.Helper()
 	l := rawPackets(n, payload)
 	defer l.DecRef()
@@ -313,7 +313,7 @@ func writeRaw(t testing.TB, e *Endpoint, n, payload int) {
 }
 
 // writeSizes writes n packets with payloads first, first+1, ... in one batch.
-func writeSizes(t testing.TB, e *Endpoint, n, first int) {
+func writeSizes(t testing.TB, e stack.LinkEndpoint, n, first int) {
 	t.Helper()
 	l := rawPacketsGrowing(n, first, 1)
 	defer l.DecRef()

@@ -26,6 +26,12 @@ type Config struct {
 	StackAddr netip.Prefix // e.g. 10.1.0.2/24; zero = no stack address (a forwarder port)
 	HostAddr  netip.Prefix // e.g. 10.1.0.1/24
 	MTU       int          // 0 = 1500
+	// NoOffload opens the device without the kernel's TCP segmentation
+	// offload (IFF_VNET_HDR, TUNSETOFFLOAD): one packet per read and
+	// write. By default a read or write carries up to 64 KiB of one TCP
+	// flow, which the endpoint cuts into (or merges from) MTU-sized
+	// packets, so the stack above never sees the difference.
+	NoOffload bool
 }
 
 // IsPort reports whether c has no stack address: the device is a port of a

@@ -20,13 +20,16 @@ type Device struct {
 	fd  int
 	ep  *tunEndpoint
 
+	offloadErr error // TUNSETOFFLOAD refused: packets go one by one
+
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// Open creates TUN device cfg.Name (IFF_TUN|IFF_NO_PI) in the network
-// namespace of the calling OS thread, sets its MTU, assigns cfg.HostAddr to
-// it (IPv6 with IFA_F_NODAD) and brings it up. It fails if a device of that
+// Open creates TUN device cfg.Name (IFF_TUN|IFF_NO_PI, and IFF_VNET_HDR with
+// the kernel's checksum and TCP segmentation offloads unless cfg.NoOffload)
+// in the network namespace of the calling OS thread, sets its MTU, assigns
+// cfg.HostAddr to it (IPv6 with IFA_F_NODAD) and brings it up. It fails if a device of that
 // name exists already. Close removes the device.
 //
 // Callers that switch namespaces must hold runtime.LockOSThread around Open
@@ -60,7 +63,12 @@ func Open(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tun: %q: %w", cfg.Name, err)
 	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_TUN_EXCL)
+	offload := !cfg.NoOffload
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_TUN_EXCL)
+	if offload {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		switch {
 		case errors.Is(err, unix.EBUSY):
@@ -91,6 +99,18 @@ func Open(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("tun: set %q up: %w", cfg.Name, err)
 	}
 
+	if offload {
+		// Without the offloads the kernel never hands us a
+		// super-segment; the vnet header still frames every packet.
+		offErr := enableOffload(fd)
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return nil, fmt.Errorf("tun: %q: %w", cfg.Name, err)
+		}
+		ok = true
+		d := &Device{cfg: cfg, fd: fd, ep: &tunEndpoint{LinkEndpoint: newOffloadEndpoint(fd, uint32(mtu), true)}}
+		d.offloadErr = offErr
+		return d, nil
+	}
 	fdep, err := fdbased.New(&fdbased.Options{
 		FDs:            []int{fd},
 		MTU:            uint32(mtu),
@@ -158,6 +178,19 @@ func InNetns(netns string, fn func() error) error {
 // Config returns the configuration the device was opened with.
 func (d *Device) Config() Config { return d.cfg }
 
+// Offload reports whether the device moves TCP super-segments (see
+// Config.NoOffload), and what its endpoint merged and cut so far.
+func (d *Device) Offload() (OffloadStats, bool) {
+	oe, ok := d.ep.LinkEndpoint.(*offloadEndpoint)
+	if !ok || d.offloadErr != nil {
+		if ok {
+			return oe.Stats(), false
+		}
+		return OffloadStats{}, false
+	}
+	return oe.Stats(), true
+}
+
 // FD returns the TUN file descriptor (for diagnostics).
 func (d *Device) FD() int { return d.fd }
 
@@ -183,6 +216,9 @@ func (d *Device) Close() error {
 		d.ep.mu.Unlock()
 		if d.ep.LinkEndpoint.IsAttached() {
 			d.ep.LinkEndpoint.Attach(nil) // stops and waits for the reader
+		}
+		if oe, ok := d.ep.LinkEndpoint.(*offloadEndpoint); ok {
+			oe.closeWriter() // its last writes go to this fd, not a reused number
 		}
 		if err := unix.Close(d.fd); err != nil {
 			d.closeErr = fmt.Errorf("tun: close %q: %w", d.cfg.Name, err)

@@ -95,10 +95,6 @@ func New(cfg Config) (*Stack, error) {
 		NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol},
 	})
-	if err := tuneTCP(gs); err != nil {
-		gs.Close()
-		return nil, err
-	}
 	s := &Stack{gs: gs, reg: subflow.NewRegistry(cfg.Checksum), rcvBuf: cfg.ReceiveBuffer, sndBuf: cfg.SendBuffer,
 		nicOf: make(map[netip.Addr]tcpip.NICID),
 		conns: make(map[*Conn]struct{}), lns: make(map[*Listener]struct{}), metas: make(map[*subflow.Meta]*Conn)}
@@ -107,6 +103,10 @@ func New(cfg Config) (*Stack, error) {
 	}
 	if s.sndBuf <= 0 {
 		s.sndBuf = defaultSendBuffer
+	}
+	if err := tuneTCP(gs, s.rcvBuf); err != nil {
+		gs.Close()
+		return nil, err
 	}
 	switch {
 	case cfg.NewScheduler != nil:
@@ -223,13 +223,21 @@ func (s *Stack) unbindMeta(m *subflow.Meta) {
 
 // tuneTCP turns on what a fast subflow needs: SACK (which also makes pure
 // ACKs that carry only a new DATA_ACK harmless to the peer's loss
-// detection) and buffers of a few MiB.
-func tuneTCP(gs *gvstack.Stack) error {
+// detection), CUBIC with HyStart (as Linux: it leaves slow start before the
+// overshoot that gVisor's Reno recovers from only by timeouts), and a
+// receive buffer of twice the connection's: gVisor advertises about half
+// its buffer, and that window is the data-level window the peer sees
+// (§3.3.4), so it must cover the connection's reassembly ring. With
+// gVisor's auto-tuned 1 MiB a subflow's window covered only the fast path's
+// flight, and a slow path never got data (head-of-line blocking at the
+// data level). The buffer is a limit, not an allocation.
+func tuneTCP(gs *gvstack.Stack, connRcvBuf int) error {
 	sack := tcpip.TCPSACKEnabled(true)
-	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	rcvMax := max(2*connRcvBuf, 1<<20)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: rcvMax, Max: rcvMax}
 	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
-	moderate := tcpip.TCPModerateReceiveBufferOption(true)
-	for _, o := range []tcpip.SettableTransportProtocolOption{&sack, &rcv, &snd, &moderate} {
+	cc := tcpip.CongestionControlOption("cubic")
+	for _, o := range []tcpip.SettableTransportProtocolOption{&sack, &rcv, &snd, &cc} {
 		if err := gs.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
 			return wrapf("tcp option %T: %s", o, err)
 		}

@@ -13,6 +13,8 @@ Usage:
   umptcp nc [flags] HOST PORT
   umptcp nc -l [flags] PORT
                            netcat over the userspace stack on TUN devices (root)
+  umptcp perf -s | -c HOST [flags]
+                           iperf3-compatible throughput test over the userspace stack (root)
   umptcp emulate [flags] A B
                            emulated link (rate, delay, loss, ...) between two TUN devices (root)
 
@@ -33,6 +35,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return demo(args[1:], stdout, stderr)
 	case "nc":
 		return nc(args[1:], stdin, stdout, stderr)
+	case "perf":
+		return perf(args[1:], stdout, stderr)
 	case "emulate":
 		return emulate(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":

@@ -301,10 +301,10 @@ func (sn *sender) write(i int, dsn uint64, n int) int {
 	c.wmu.Unlock()
 	// The bytes stay put while we copy: only this goroutine frees them,
 	// and the application writes only outside [una, nxt).
-	sn.pl = payload{x, y}
-	p.sf.WillWrite(dsn, n)
+	sn.pl = payload{x: x, y: y, sf: p.sf}
+	p.sf.WillWrite(dsn)
 	w, err := p.ep.Write(&sn.pl, tcpip.WriteOptions{})
-	p.sf.Wrote(n, int(w))
+	p.sf.Wrote(int(w))
 	sn.pl = payload{}
 	if w > 0 {
 		p.sent.add(dsn, dsn+uint64(w))

@@ -1,5 +1,7 @@
 package stack
 
+import "github.com/umptcp/umptcp/subflow"
+
 // sendBuf holds the bytes of DSNs [una, nxt): written by the application
 // and not yet acknowledged at the data level (DATA_ACK), so that any
 // subflow can send them again. It is a ring that grows by doubling up to
@@ -82,7 +84,10 @@ func (b *sendBuf) slices(from, to uint64) (x, y []byte) {
 }
 
 // payload is a tcpip.Payloader over two slices, reused for every write.
-type payload struct{ x, y []byte }
+type payload struct {
+	x, y []byte
+	sf   *subflow.Subflow // told of every byte gVisor copies (Subflow.Taken)
+}
 
 func (p *payload) Len() int { return len(p.x) + len(p.y) }
 
@@ -93,6 +98,9 @@ func (p *payload) Read(dst []byte) (int, error) {
 		m := copy(dst[n:], p.y)
 		p.y = p.y[m:]
 		n += m
+	}
+	if n > 0 && p.sf != nil {
+		p.sf.Taken(n)
 	}
 	return n, nil
 }

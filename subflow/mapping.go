@@ -28,72 +28,73 @@ type txEntry struct {
 }
 
 // txMap is the send-side mapping table of one subflow: what the stack wrote
-// into the gVisor endpoint at which DSN. Entries that are contiguous in both
-// spaces are merged, so a single-subflow connection keeps one entry.
+// into the gVisor endpoint at which DSN. Each entry is also the DSS mapping
+// that every segment of its bytes carries, so an entry never changes once
+// a byte of it may have been sent: the peer rejects a segment whose mapping
+// contradicts the one it is consuming (Linux: MPTcpExtDSSNotMatching). Only
+// an entry nothing of which has been sent yet grows with the next
+// contiguous bytes. Entries hold at most maxMapping bytes (a mapping's
+// length is 16 bits).
 type txMap struct {
 	e    []txEntry
 	head int
 }
 
+// maxMapping bounds one send mapping.
+const maxMapping = 65535
+
 func (m *txMap) live() []txEntry { return m.e[m.head:] }
 
 // add records that n bytes at subflow offset off carry DSN dsn onwards.
-func (m *txMap) add(off, dsn, n uint64) {
+// sent is the subflow's highest sent offset; entries are at most limit
+// bytes long (≤ maxMapping; a multiple of the MSS keeps gVisor's segments
+// inside one mapping each).
+func (m *txMap) add(off, dsn, n, sent, limit uint64) {
+	limit = min(max(limit, 1), maxMapping)
 	if l := m.live(); len(l) > 0 {
 		last := &m.e[len(m.e)-1]
-		if last.off+last.n == off && last.dsn+last.n == dsn {
-			last.n += n
-			return
+		if last.off+last.n == off && last.dsn+last.n == dsn && sent <= last.off && last.n < limit {
+			k := min(n, limit-last.n)
+			last.n += k
+			off, dsn, n = off+k, dsn+k, n-k
 		}
 	}
-	m.e = append(m.e, txEntry{off: off, dsn: dsn, n: n})
-}
-
-// truncate forgets every mapped byte at or beyond offset end (a write that
-// the endpoint accepted only in part).
-func (m *txMap) truncate(end uint64) {
-	for len(m.e) > m.head {
-		last := &m.e[len(m.e)-1]
-		switch {
-		case last.off >= end:
-			m.e = m.e[:len(m.e)-1]
-			continue
-		case last.off+last.n > end:
-			last.n = end - last.off
-		}
-		return
+	for n > 0 {
+		k := min(n, limit)
+		m.e = append(m.e, txEntry{off: off, dsn: dsn, n: k})
+		off, dsn, n = off+k, dsn+k, n-k
 	}
 }
 
 // lookup returns the DSN of subflow offset off and how many bytes from off
-// on are mapped contiguously.
+// on its entry maps.
 func (m *txMap) lookup(off uint64) (dsn, n uint64, ok bool) {
+	e, ok := m.entry(off)
+	if !ok {
+		return 0, 0, false
+	}
+	return e.dsn + (off - e.off), e.off + e.n - off, true
+}
+
+// entry returns the entry (the mapping) holding subflow offset off.
+func (m *txMap) entry(off uint64) (txEntry, bool) {
 	l := m.live()
 	for i := len(l) - 1; i >= 0; i-- {
 		e := l[i]
 		if off >= e.off && off < e.off+e.n {
-			return e.dsn + (off - e.off), e.off + e.n - off, true
+			return e, true
 		}
 		if off >= e.off+e.n {
 			break
 		}
 	}
-	return 0, 0, false
+	return txEntry{}, false
 }
 
-// ackTo drops the mappings of bytes below offset una: the peer has them.
+// ackTo drops the entries whose bytes all lie below offset una. A partly
+// acknowledged entry stays whole: a retransmission repeats its mapping.
 func (m *txMap) ackTo(una uint64) {
-	for m.head < len(m.e) {
-		e := &m.e[m.head]
-		if e.off+e.n > una {
-			if e.off < una {
-				d := una - e.off
-				e.off += d
-				e.dsn += d
-				e.n -= d
-			}
-			break
-		}
+	for m.head < len(m.e) && m.e[m.head].off+m.e[m.head].n <= una {
 		m.head++
 	}
 	if m.head > 32 && m.head*2 > len(m.e) {

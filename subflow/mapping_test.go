@@ -33,43 +33,52 @@ func TestExpand(t *testing.T) {
 
 func TestTxMap(t *testing.T) {
 	var m txMap
-	m.add(0, 1000, 100)
-	m.add(100, 1100, 50) // contiguous in both spaces: merged
+	m.add(0, 1000, 100, 0, maxMapping)
+	m.add(100, 1100, 50, 0, maxMapping) // contiguous, nothing sent yet: the same mapping grows
 	require.Len(t, m.live(), 1)
-	m.add(150, 5000, 10) // a jump in DSN space (another subflow took 1150..4999)
+	m.add(150, 1150, 10, 120, maxMapping) // contiguous, but the entry is partly sent: its mapping is fixed
 	require.Len(t, m.live(), 2)
+	m.add(160, 5000, 10, 120, maxMapping) // a jump in DSN space (another subflow took 1160..4999)
+	require.Len(t, m.live(), 3)
 
 	dsn, n, ok := m.lookup(120)
 	require.True(t, ok)
 	require.Equal(t, uint64(1120), dsn)
-	require.Equal(t, uint64(30), n)
-	dsn, n, ok = m.lookup(155)
+	require.Equal(t, uint64(30), n, "to the end of its entry")
+	e, ok := m.entry(120)
+	require.True(t, ok)
+	require.Equal(t, txEntry{off: 0, dsn: 1000, n: 150}, e, "the mapping every segment of it carries")
+	dsn, n, ok = m.lookup(165)
 	require.True(t, ok)
 	require.Equal(t, uint64(5005), dsn)
 	require.Equal(t, uint64(5), n)
-	_, _, ok = m.lookup(160)
+	_, _, ok = m.lookup(170)
 	require.False(t, ok)
 
-	m.truncate(155) // the endpoint took only 5 of the last 10 bytes
-	_, n, ok = m.lookup(150)
+	m.ackTo(110) // partly acknowledged: kept whole, a retransmission repeats the mapping
+	e, ok = m.entry(110)
 	require.True(t, ok)
-	require.Equal(t, uint64(5), n)
-	m.truncate(120)
-	require.Len(t, m.live(), 1)
-
-	m.ackTo(110)
-	dsn, _, ok = m.lookup(110)
-	require.True(t, ok)
-	require.Equal(t, uint64(1110), dsn)
-	_, _, ok = m.lookup(109)
+	require.Equal(t, uint64(0), e.off)
+	require.Equal(t, uint64(150), e.n)
+	m.ackTo(150)
+	_, ok = m.entry(149)
 	require.False(t, ok)
 	m.ackTo(500)
 	require.Empty(t, m.live())
 
+	// Entries never exceed the limit (a 16-bit mapping length, or a
+	// multiple of the MSS below it).
+	m.add(1000, 1e6, 200000, 0, 45*1448)
+	for _, e := range m.live() {
+		require.LessOrEqual(t, e.n, uint64(45*1448))
+	}
+	require.Len(t, m.live(), 4)
+	m.ackTo(1000 + 200000)
+
 	// Many entries acknowledged: the table compacts instead of growing.
 	for i := uint64(0); i < 1000; i++ {
-		m.add(1000+i*10, 1e6+i*100, 10)
-		m.ackTo(1000 + i*10)
+		m.add(300000+i*10, 1e7+i*100, 10, 0, maxMapping)
+		m.ackTo(300000 + i*10 + 10)
 	}
 	require.Less(t, len(m.e), 100)
 }

@@ -74,6 +74,7 @@ type Subflow struct {
 	tx           txMap
 	rx           rxMap
 	written      uint64 // bytes the stack has handed to the endpoint
+	wDSN, wOff   uint64 // the write in progress: next DSN and subflow offset (WillWrite, Taken)
 	sndHigh      uint64 // end of the highest data offset seen leaving
 	rcvRef       uint64 // reference for expanding inbound sequence numbers
 	rxRead       uint64 // subflow offset the stack's reader has reached
@@ -208,24 +209,36 @@ func (s *Subflow) establishLocked() {
 	}
 }
 
-// WillWrite records, before the stack writes n bytes into the endpoint,
-// that they carry DSNs dsn onwards. gVisor may send them before Write
-// returns, so the mapping has to exist first. Wrote then reports how many
-// bytes the endpoint took.
-func (s *Subflow) WillWrite(dsn uint64, n int) {
-	s.meta.noteSent(dsn + uint64(n))
+// WillWrite announces that the stack's next Write into the endpoint carries
+// DSNs from dsn on. The mapping is recorded by Taken as gVisor copies the
+// bytes, which it does before it queues (and can send) any of them; so
+// every segment finds its mapping, and the mapping covers exactly what the
+// endpoint took. Wrote ends the write.
+func (s *Subflow) WillWrite(dsn uint64) {
 	s.mu.Lock()
-	s.tx.add(s.written, dsn, uint64(n))
+	s.wDSN, s.wOff = dsn, s.written
 	s.mu.Unlock()
 }
 
-// Wrote reports that the endpoint accepted n of the bytes announced by the
-// last WillWrite.
-func (s *Subflow) Wrote(announced, n int) {
+// Taken records that the endpoint copied n more bytes of the current write.
+func (s *Subflow) Taken(n int) {
 	s.mu.Lock()
-	if n < announced {
-		s.tx.truncate(s.written + uint64(n))
+	limit := uint64(maxMapping)
+	if s.maxSeg > 0 {
+		limit = maxMapping / uint64(s.maxSeg) * uint64(s.maxSeg)
 	}
+	s.tx.add(s.wOff, s.wDSN, uint64(n), s.sndHigh, limit)
+	s.wOff += uint64(n)
+	s.wDSN += uint64(n)
+	end := s.wDSN
+	s.mu.Unlock()
+	s.meta.noteSent(end)
+}
+
+// Wrote reports that the endpoint accepted n bytes of the current write
+// (all it took: gVisor copies exactly what it queues).
+func (s *Subflow) Wrote(n int) {
+	s.mu.Lock()
 	s.written += uint64(n)
 	s.mu.Unlock()
 }
@@ -353,7 +366,11 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 		if payloadLen > 0 {
 			o.Form = option.MPCAckData
 			o.DataLen = uint16(payloadLen)
+			if e, ok := s.tx.entry(0); ok && e.n >= uint64(payloadLen) {
+				o.DataLen = uint16(e.n) // the whole first mapping, as a DSS would
+			}
 			if m.checksum.Load() {
+				o.DataLen = uint16(payloadLen)
 				o.Form = option.MPCAckDataCsum
 				o.Checksum = option.DSSChecksum(m.localIDSN+1, 1, uint16(payloadLen), payloadSum)
 			}
@@ -378,14 +395,22 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 			// we saw but gVisor has not processed yet (its TCP runs behind
 			// the link under load) and whose mapping is gone: the peer's
 			// TCP drops them as old; no mapping is needed.
-		} else {
+		} else if m.checksum.Load() {
+			// A checksum covers a mapping's every byte, and only this
+			// segment's are at hand: one mapping per segment.
 			d.HasMapping, d.DSN64, d.DSN = true, true, dsn
 			d.SSN = uint32(off + 1)
 			d.DataLen = uint16(payloadLen)
-			if m.checksum.Load() {
-				d.HasChecksum = true
-				d.Checksum = option.DSSChecksum(dsn, d.SSN, d.DataLen, payloadSum)
-			}
+			d.HasChecksum = true
+			d.Checksum = option.DSSChecksum(dsn, d.SSN, d.DataLen, payloadSum)
+		} else {
+			// The write's whole mapping, the same on each of its
+			// segments (as Linux maps a TSO skb): consecutive segments
+			// then carry identical options, which TUN offload merges.
+			e, _ := s.tx.entry(off)
+			d.HasMapping, d.DSN64, d.DSN = true, true, e.dsn
+			d.SSN = uint32(e.off + 1)
+			d.DataLen = uint16(e.n)
 		}
 	} else if fin := m.finSeq.Load(); fin != 0 && s.sndHigh >= s.written && !m.DataFinAcked() {
 		s.addDataFin(&d, fin-1)

@@ -32,16 +32,17 @@ type path struct {
 	wake       waiter.Entry // pokes the sender when the endpoint errs or hangs up
 
 	// owned by the sender goroutine
-	sent      dsnRanges // DSN ranges handed to this subflow, not yet DATA_ACKed
-	redNxt    uint64    // redundant scheduling: the next DSN this subflow sends
-	stale     bool      // repeated RTOs without progress: no new data
-	retired   bool      // ended, and its data was reinjected
-	finSent   bool      // DATA_FIN announced on it
-	progAcked uint64    // subflow-level acked offset at the last progress
-	progRTOs  uint64    // RTO count at the last progress
-	seenRTOs  uint64    // RTO count at the last look
-	info      scheduler.Path
-	infoAt    time.Time
+	sent          dsnRanges // DSN ranges handed to this subflow, not yet DATA_ACKed
+	redNxt        uint64    // redundant scheduling: the next DSN this subflow sends
+	stale         bool      // repeated RTOs without progress: no new data
+	retired       bool      // ended, and its data was reinjected
+	finSent       bool      // DATA_FIN announced on it
+	progAcked     uint64    // subflow-level acked offset at the last progress
+	progRTOs      uint64    // RTO count at the last progress
+	seenRTOs      uint64    // RTO count at the last look
+	rtoReinjected bool      // its data went out again at a timeout since its last progress
+	info          scheduler.Path
+	infoAt        time.Time
 }
 
 func newPath(id int, sf *subflow.Subflow, ep tcpip.Endpoint, wq *waiter.Queue) *path {

@@ -178,22 +178,27 @@ func (sn *sender) pump() {
 }
 
 // checkStale follows a subflow's progress; it reports whether the subflow
-// is stale (see staleRTOs). After any retransmission timeout, the oldest
-// data the subflow holds near the DATA_ACK goes out again on the others:
-// it is probably the hole that holds up the peer's reassembly, and TCP
-// recovery after a timeout is slow.
+// is stale (see staleRTOs). At the first retransmission timeout since the
+// subflow last made progress, everything it holds that the peer has not
+// acknowledged at the data level goes out again on the others: a path that
+// times out has often failed (a handover), its bytes are the holes that
+// hold up the peer's reassembly, and waiting for the stale verdict would
+// stall the connection for two more timeouts. If the subflow was only
+// slow, the peer drops the duplicates.
 func (sn *sender) checkStale(p *path, una, written, acked uint64) bool {
 	if rtos := p.rtoCount(); rtos != p.seenRTOs {
 		p.seenRTOs = rtos
-		for _, r := range p.sent.r {
-			if r.start < una+dataRTOAmount {
-				sn.reinject = append(sn.reinject, dsnRange{max(r.start, una), min(r.end, una+dataRTOAmount)})
+		if !p.rtoReinjected {
+			p.rtoReinjected = true
+			for _, r := range p.sent.r {
+				sn.reinject = append(sn.reinject, dsnRange{max(r.start, una), r.end})
 			}
 		}
 	}
 	if acked > p.progAcked || written == acked {
 		p.progAcked = acked
 		p.progRTOs = p.rtoCount()
+		p.rtoReinjected = false
 		if p.stale {
 			p.stale = false
 			p.isStale.Store(false)

@@ -58,8 +58,12 @@ func (c *Conn) run() {
 	defer c.s.untrack(c)
 	defer c.s.unbindMeta(c.meta)
 	sn := newSender(c)
+	// The tick runs only while there is something to watch (data or a
+	// DATA_FIN not yet acknowledged, a close in progress): an idle
+	// connection costs no CPU.
 	tick := time.NewTicker(tickInterval)
 	defer tick.Stop()
+	tickC := tick.C
 	var deadline <-chan time.Time
 	closing := c.closing
 	subflowsClosing := false
@@ -68,7 +72,7 @@ func (c *Conn) run() {
 		select {
 		case <-c.wake:
 		case <-c.meta.Changed():
-		case <-tick.C:
+		case <-tickC:
 		case <-closing:
 			closing = nil
 			deadline = time.After(lingerTimeout)
@@ -85,6 +89,14 @@ func (c *Conn) run() {
 			c.eachPath(func(p *path) { p.sf.AckIfStale() })
 		}
 		sn.pump()
+		switch watch := !sn.idle() || closing == nil; {
+		case watch && tickC == nil:
+			tick.Reset(tickInterval)
+			tickC = tick.C
+		case !watch && tickC != nil:
+			tick.Stop()
+			tickC = nil
+		}
 		live := c.livePaths()
 		switch {
 		case c.dataLevelClosed():

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/umptcp/umptcp/internal/reasm"
 	"github.com/umptcp/umptcp/option"
 	"github.com/umptcp/umptcp/subflow"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // Read reads in-order data; io.EOF after the peer's DATA_FIN.
@@ -45,28 +48,76 @@ func (c *Conn) Read(b []byte) (int, error) {
 }
 
 // readLoop moves one subflow's bytes to the data level: each byte's DSN
-// comes from the peer's mapping of its subflow offset.
+// comes from the peer's mapping of its subflow offset. gVisor writes what
+// it holds straight into the connection's ring (no intermediate buffer: an
+// idle subflow holds no memory, and each byte is copied once less).
 func (c *Conn) readLoop(p *path) {
 	defer close(p.readerDone)
-	buf := make([]byte, 64<<10)
-	var off uint64 // subflow offset of buf's next byte
-	var pend pending
+	w := &subflowReader{c: c, sf: p.sf}
+	we, ready := waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
+	p.wq.EventRegister(&we)
+	defer p.wq.EventUnregister(&we)
 	for {
-		n, err := p.tc.Read(buf)
-		if n > 0 {
-			if perr := c.ingest(p.sf, buf[:n], &off, &pend); perr != nil {
-				c.fail(perr)
-				c.abortPaths()
-				c.pathEnded(p, perr)
-				return
-			}
+		_, terr := p.ep.Read(w, tcpip.ReadOptions{})
+		if w.err != nil {
+			c.fail(w.err)
+			c.abortPaths()
+			c.pathEnded(p, w.err)
+			return
+		}
+		if w.n > 0 {
+			w.n = 0
 			p.sf.AckIfStale()
 		}
-		if err != nil {
-			c.pathEnded(p, err)
+		switch terr.(type) {
+		case nil:
+		case *tcpip.ErrWouldBlock:
+			<-ready
+		case *tcpip.ErrClosedForReceive:
+			c.pathEnded(p, io.EOF)
+			return
+		default:
+			c.pathEnded(p, subflowError(terr))
 			return
 		}
 	}
+}
+
+// subflowReader is the io.Writer gVisor's endpoint reads into: it maps
+// the bytes to DSNs and delivers them.
+type subflowReader struct {
+	c    *Conn
+	sf   *subflow.Subflow
+	off  uint64 // subflow offset of the next byte
+	pend pending
+	n    int   // bytes taken since the reader last looked
+	err  error // a protocol error: the connection is done
+}
+
+func (r *subflowReader) Write(b []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if err := r.c.ingest(r.sf, b, &r.off, &r.pend); err != nil {
+		r.err = err
+		return 0, err
+	}
+	r.n += len(b)
+	return len(b), nil
+}
+
+// subflowError turns a gVisor error into the one a reset or failed subflow
+// reports, as package net would.
+func subflowError(e tcpip.Error) error {
+	switch e.(type) {
+	case *tcpip.ErrConnectionReset:
+		return syscall.ECONNRESET
+	case *tcpip.ErrConnectionAborted:
+		return syscall.ECONNABORTED
+	case *tcpip.ErrTimeout:
+		return syscall.ETIMEDOUT
+	}
+	return errors.New(e.String())
 }
 
 // pending collects one mapping's bytes until its DSS checksum is verified:

@@ -87,6 +87,8 @@ type sender struct {
 	reinject []dsnRange // DSNs to send again, oldest first
 	finSet   bool       // our DATA_FIN is set
 
+	subflowBusy bool // at the last pump a subflow held bytes its peer had not acknowledged
+
 	lastUna  uint64
 	unaSince time.Time
 	dataRTO  time.Duration
@@ -120,6 +122,7 @@ func (sn *sender) pump() {
 	sn.paths = append(sn.paths[:0], c.paths...)
 	c.pmu.Unlock()
 	sn.usable, sn.views = sn.usable[:0], sn.views[:0]
+	sn.subflowBusy = false
 	haveRegular := false
 	for _, p := range sn.paths {
 		p.sent.trim(una)
@@ -146,6 +149,9 @@ func (sn *sender) pump() {
 			p.sf.SendDataFin()
 		}
 		view, written, acked := p.state()
+		if written != acked {
+			sn.subflowBusy = true
+		}
 		if sn.checkStale(p, una, written, acked) {
 			continue
 		}
@@ -175,6 +181,19 @@ func (sn *sender) pump() {
 			p.sf.SendDataFin()
 		}
 	}
+}
+
+// idle reports whether nothing is outstanding: every byte written and the
+// DATA_FIN (if sent) acknowledged, nothing queued to send again, and no
+// subflow holding unacknowledged bytes (a dead one must still be found
+// stale even when other subflows delivered its data).
+func (sn *sender) idle() bool {
+	c := sn.c
+	una := c.meta.SndUna()
+	c.wmu.Lock()
+	nxt := c.sbuf.nxt
+	c.wmu.Unlock()
+	return una >= nxt && len(sn.reinject) == 0 && (!sn.finSet || c.meta.DataFinAcked()) && !sn.subflowBusy
 }
 
 // checkStale follows a subflow's progress; it reports whether the subflow

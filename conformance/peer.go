@@ -2,155 +2,58 @@ package conformance
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
-	"fmt"
 	"net"
-	"syscall"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/umptcp/umptcp/internal/kernelsock"
 	"github.com/umptcp/umptcp/internal/netns"
 )
+
+// The kernel peers: sockets made inside a namespace, and the kernel's view
+// of them. The work is done by internal/kernelsock (shared with `umptcp
+// bench`); these names are the ones the tests use.
 
 // ListenMPTCP listens inside ns with the kernel's MPTCP (IPPROTO_MPTCP).
 // Go falls back to plain TCP silently when the namespace has MPTCP disabled;
 // check the accepted connections with KernelMultipathTCP.
 func ListenMPTCP(ns *netns.NS, network, addr string) (net.Listener, error) {
-	return listen(ns, network, addr, true)
+	return kernelsock.Listen(ns, network, addr, true)
 }
 
 // ListenTCP listens inside ns with plain TCP (MPTCP explicitly off).
 func ListenTCP(ns *netns.NS, network, addr string) (net.Listener, error) {
-	return listen(ns, network, addr, false)
+	return kernelsock.Listen(ns, network, addr, false)
 }
 
 // DialMPTCP connects from inside ns with the kernel's MPTCP.
 func DialMPTCP(ctx context.Context, ns *netns.NS, network, addr string) (net.Conn, error) {
-	return dial(ctx, ns, network, addr, true)
+	return kernelsock.Dial(ctx, ns, network, addr, true)
 }
 
 // DialTCP connects from inside ns with plain TCP (MPTCP explicitly off).
 func DialTCP(ctx context.Context, ns *netns.NS, network, addr string) (net.Conn, error) {
-	return dial(ctx, ns, network, addr, false)
-}
-
-// listen creates a listener inside ns with MPTCP set to mptcp.
-func listen(ns *netns.NS, network, addr string, mptcp bool) (net.Listener, error) {
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(mptcp)
-	var ln net.Listener
-	err := ns.Do(func() (err error) {
-		ln, err = lc.Listen(context.Background(), network, addr)
-		return err
-	})
-	return ln, err
-}
-
-// dial connects from inside ns with MPTCP set to mptcp.
-func dial(ctx context.Context, ns *netns.NS, network, addr string, mptcp bool) (net.Conn, error) {
-	var d net.Dialer
-	d.SetMultipathTCP(mptcp)
-	var c net.Conn
-	err := ns.Do(func() (err error) {
-		c, err = d.DialContext(ctx, network, addr)
-		return err
-	})
-	return c, err
+	return kernelsock.Dial(ctx, ns, network, addr, false)
 }
 
 // KernelMultipathTCP reports whether a connection made by this package's
 // kernel peers still uses MPTCP (false when it fell back to TCP or never
 // asked for MPTCP).
 func KernelMultipathTCP(c net.Conn) (bool, error) {
-	m, ok := c.(interface{ MultipathTCP() (bool, error) })
-	if !ok {
-		return false, fmt.Errorf("conformance: %T has no MultipathTCP method", c)
-	}
-	return m.MultipathTCP()
+	return kernelsock.MultipathTCP(c)
 }
 
 // MPTCPInfo is the part of the kernel's struct mptcp_info (linux/mptcp.h,
 // read with getsockopt(SOL_MPTCP, MPTCP_INFO)) the tests use.
-type MPTCPInfo struct {
-	Subflows    uint8  // additional subflows (the initial one not counted)
-	SubflowsMax uint8  // the path manager's limit
-	Flags       uint32 // MPTCPInfoFlag* bits
-	Token       uint32 // the local connection token
-	WriteSeq    uint64 // next data sequence number to write
-	SndUna      uint64 // oldest unacknowledged data sequence number
-	RcvNxt      uint64 // next data sequence number expected
-	CsumEnabled bool   // DSS checksums negotiated (kernel 5.14+)
-}
+type MPTCPInfo = kernelsock.Info
 
 // Bits of MPTCPInfo.Flags (MPTCP_INFO_FLAG_*).
 const (
-	MPTCPInfoFlagFallback          = 1 << 0
-	MPTCPInfoFlagRemoteKeyReceived = 1 << 1
-)
-
-// mptcpInfoOpt is MPTCP_INFO, the getsockopt option at level SOL_MPTCP.
-const mptcpInfoOpt = 1
-
-// Offsets of the fields of struct mptcp_info this package reads.
-const (
-	offSubflows    = 0
-	offSubflowsMax = 3
-	offFlags       = 8
-	offToken       = 12
-	offWriteSeq    = 16
-	offSndUna      = 24
-	offRcvNxt      = 32
-	offCsumEnabled = 42
-	mptcpInfoMin   = offCsumEnabled + 1
+	MPTCPInfoFlagFallback          = kernelsock.FlagFallback
+	MPTCPInfoFlagRemoteKeyReceived = kernelsock.FlagRemoteKeyReceived
 )
 
 // KernelMPTCPInfo reads MPTCP_INFO from a kernel socket made by this
 // package. It fails with EOPNOTSUPP or ENOPROTOOPT once the connection fell
 // back to TCP.
 func KernelMPTCPInfo(c net.Conn) (MPTCPInfo, error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return MPTCPInfo{}, fmt.Errorf("conformance: %T is not a kernel socket", c)
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return MPTCPInfo{}, err
-	}
-	var buf [256]byte
-	var n int
-	var serr error
-	err = raw.Control(func(fd uintptr) {
-		n, serr = getsockopt(int(fd), unix.SOL_MPTCP, mptcpInfoOpt, buf[:])
-	})
-	if err = errors.Join(err, serr); err != nil {
-		return MPTCPInfo{}, fmt.Errorf("conformance: getsockopt MPTCP_INFO: %w", err)
-	}
-	if n < mptcpInfoMin {
-		return MPTCPInfo{}, fmt.Errorf("conformance: MPTCP_INFO has %d bytes, want >= %d", n, mptcpInfoMin)
-	}
-	le := binary.NativeEndian
-	return MPTCPInfo{
-		Subflows:    buf[offSubflows],
-		SubflowsMax: buf[offSubflowsMax],
-		Flags:       le.Uint32(buf[offFlags:]),
-		Token:       le.Uint32(buf[offToken:]),
-		WriteSeq:    le.Uint64(buf[offWriteSeq:]),
-		SndUna:      le.Uint64(buf[offSndUna:]),
-		RcvNxt:      le.Uint64(buf[offRcvNxt:]),
-		CsumEnabled: buf[offCsumEnabled] != 0,
-	}, nil
-}
-
-// getsockopt is getsockopt(2) into buf; it returns the length the kernel
-// wrote.
-func getsockopt(fd, level, opt int, buf []byte) (int, error) {
-	l := uint32(len(buf))
-	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt),
-		uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&l)), 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(l), nil
+	return kernelsock.MPTCPInfo(c)
 }

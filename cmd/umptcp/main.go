@@ -15,6 +15,8 @@ Usage:
                            netcat over the userspace stack on TUN devices (root)
   umptcp perf -s | -c HOST [flags]
                            iperf3-compatible throughput test over the userspace stack (root)
+  umptcp bench [flags]     the benchmark suite: ratios against baselines measured in the
+                           same run; writes RESULTS.md, results.json and plots
   umptcp emulate [flags] A B
                            emulated link (rate, delay, loss, ...) between two TUN devices (root)
 
@@ -37,6 +39,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return nc(args[1:], stdin, stdout, stderr)
 	case "perf":
 		return perf(args[1:], stdout, stderr)
+	case "bench":
+		return bench(args[1:], stdout, stderr)
 	case "emulate":
 		return emulate(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":

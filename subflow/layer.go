@@ -2,6 +2,7 @@ package subflow
 
 import (
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/umptcp/umptcp/option"
@@ -108,7 +109,7 @@ func (s *segment) payloadSum() uint16 {
 // options and writes everything to the child link.
 func (l *Layer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	all := pkts.AsSlice()
-	var out stack.PacketBufferList // built only once a packet is rewritten or redirected
+	var out *stack.PacketBufferList // built only once a packet is rewritten or redirected
 	var made [16]*stack.PacketBuffer
 	extra := made[:0]
 	var pieces [maxPieces]*stack.PacketBuffer
@@ -120,11 +121,12 @@ func (l *Layer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 			// its packets leave there, whatever gVisor's route said.
 			if !changed {
 				changed = true
+				out = takeList()
 				for _, before := range all[:i] {
 					out.PushBack(before)
 				}
 			}
-			var list stack.PacketBufferList
+			list := takeList()
 			if len(nps) == 0 {
 				list.PushBack(pkt)
 			}
@@ -132,11 +134,13 @@ func (l *Layer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 				list.PushBack(np)
 				extra = append(extra, np)
 			}
-			home.Child().WritePackets(list)
+			home.Child().WritePackets(*list)
+			giveList(list)
 			continue
 		}
 		if len(nps) > 0 && !changed {
 			changed = true
+			out = takeList()
 			for _, before := range all[:i] {
 				out.PushBack(before)
 			}
@@ -157,8 +161,9 @@ func (l *Layer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	var n int
 	var err tcpip.Error
 	if out.Len() > 0 {
-		n, err = l.Child().WritePackets(out)
+		n, err = l.Child().WritePackets(*out)
 	}
+	giveList(out)
 	for _, p := range extra {
 		p.DecRef()
 	}
@@ -166,6 +171,22 @@ func (l *Layer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		n = len(all) // gVisor counts its own packets, not our pieces
 	}
 	return n, err
+}
+
+// lists recycles the packet lists WritePackets hands on: a list is a
+// slice, and a fresh one per segment was one heap allocation per packet.
+var lists = sync.Pool{New: func() any { return new(stack.PacketBufferList) }}
+
+func takeList() *stack.PacketBufferList { return lists.Get().(*stack.PacketBufferList) }
+
+// giveList empties l and recycles it. The list holds no references of its
+// own, but Reset drops one per packet: one is taken first.
+func giveList(l *stack.PacketBufferList) {
+	for _, p := range l.AsSlice() {
+		p.IncRef()
+	}
+	l.Reset()
+	lists.Put(l)
 }
 
 // maxPieces bounds how many packets one segment is split into: one per

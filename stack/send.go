@@ -208,10 +208,11 @@ func (sn *sender) checkStale(p *path, una, written, acked uint64) bool {
 	if rtos := p.rtoCount(); rtos != p.seenRTOs {
 		p.seenRTOs = rtos
 		if !p.rtoReinjected {
+			// Taken, not copied: the ranges now belong to the
+			// reinjection queue, so the stale verdict does not queue
+			// them a second time.
 			p.rtoReinjected = true
-			for _, r := range p.sent.r {
-				sn.reinject = append(sn.reinject, dsnRange{max(r.start, una), r.end})
-			}
+			sn.reinject = p.sent.take(sn.reinject)
 		}
 	}
 	if acked > p.progAcked || written == acked {

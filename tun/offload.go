@@ -534,7 +534,7 @@ func (m *merger) fits(ipLen, tcpLen int, v6 bool, n int) bool {
 // start opens a merged packet with this segment.
 func (m *merger) start(slices [][]byte, ipLen, tcpLen int, v6 bool, n int) {
 	hl := ipLen + tcpLen
-	m.hdr = append(m.hdr[:0], make([]byte, virtioNetHdrLen)...)
+	m.hdr = append(m.hdr[:0], noVnetHdr[:]...) // filled in by flush
 	m.hdr = append(m.hdr, m.flat[:hl]...)
 	m.iov = append(m.iov[:0], nil) // slot 0: the headers, set by flush
 	m.ipLen, m.tcpLen, m.v6 = ipLen, tcpLen, v6
@@ -606,10 +606,12 @@ func (m *merger) flush() {
 	m.writev(m.iov)
 }
 
+// noVnetHdr is the header of a packet written as it is.
+var noVnetHdr [virtioNetHdrLen]byte
+
 // writePlain writes one packet unchanged (behind an empty vnet header).
 func (m *merger) writePlain(slices [][]byte) {
-	var zero [virtioNetHdrLen]byte
-	m.iov = append(m.iov[:0], zero[:])
+	m.iov = append(m.iov[:0], noVnetHdr[:])
 	m.iov = append(m.iov, slices...)
 	m.writev(m.iov)
 }

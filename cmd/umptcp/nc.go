@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -126,28 +124,15 @@ func runNC(o ncOptions, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		defer pcap.Close()
 	}
-	var links []stack.Link
-	for _, spec := range o.tuns {
-		cfg, err := tun.ParseSpec(spec)
-		if err != nil {
-			return err
-		}
-		dev, err := tun.Open(cfg)
-		if err != nil {
-			return err
-		}
-		defer dev.Close()
-		var ep gvstack.LinkEndpoint = dev.LinkEndpoint()
-		if pcap != nil {
-			ep = pcap.Wrap(ep)
-		}
-		links = append(links, stack.Link{Endpoint: ep, Addrs: []netip.Prefix{cfg.StackAddr}, Backup: slices.Contains(o.backups, cfg.Name)})
+	so := tunStackOptions{tuns: o.tuns, backups: o.backups, checksum: o.checksum, scheduler: o.scheduler}
+	if pcap != nil {
+		so.wrap = func(ep gvstack.LinkEndpoint) gvstack.LinkEndpoint { return pcap.Wrap(ep) }
 	}
-	s, err := stack.New(stack.Config{Links: links, Checksum: o.checksum, Scheduler: o.scheduler})
+	s, closeStack, err := openTUNStack(so)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer closeStack()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -23,7 +23,6 @@ import (
 	iperf "github.com/umptcp/umptcp/perf"
 	"github.com/umptcp/umptcp/scheduler"
 	"github.com/umptcp/umptcp/stack"
-	"github.com/umptcp/umptcp/tun"
 )
 
 const perfUsage = `usage:
@@ -226,34 +225,7 @@ func parsePerf(args []string, stderr io.Writer) (o perfOptions, code int) {
 // perfStack opens the TUN devices and builds the stack over them, one
 // link per device, as umptcp nc does.
 func perfStack(o perfOptions) (*stack.Stack, func(), error) {
-	var devs []*tun.Device
-	closeDevs := func() {
-		for _, d := range devs {
-			d.Close()
-		}
-	}
-	var links []stack.Link
-	for _, spec := range o.tuns {
-		cfg, err := tun.ParseSpec(spec)
-		if err != nil {
-			closeDevs()
-			return nil, nil, err
-		}
-		dev, err := tun.Open(cfg)
-		if err != nil {
-			closeDevs()
-			return nil, nil, err
-		}
-		devs = append(devs, dev)
-		links = append(links, stack.Link{Endpoint: dev.LinkEndpoint(), Addrs: []netip.Prefix{cfg.StackAddr},
-			Backup: slices.Contains(o.backups, cfg.Name)})
-	}
-	s, err := stack.New(stack.Config{Links: links, Checksum: o.checksum, Scheduler: o.scheduler})
-	if err != nil {
-		closeDevs()
-		return nil, nil, err
-	}
-	return s, func() { s.Close(); closeDevs() }, nil
+	return openTUNStack(tunStackOptions{tuns: o.tuns, backups: o.backups, checksum: o.checksum, scheduler: o.scheduler})
 }
 
 // perfConns remembers the connections of a test so that their DATA_FIN and

@@ -309,7 +309,9 @@ func TestMultipathPrio(t *testing.T) {
 	waitBackup(c2, true) // MP_PRIO arrived
 	before1, before2 := c1.Stats().Subflows[1].BytesSent, c2.Stats().Subflows[1].BytesSent
 	size := mpSize() / 4
-	half := func(from, to *stack.Conn, seed byte) {
+	var sendN func(from, to *stack.Conn, seed byte, size int64)
+	half := func(from, to *stack.Conn, seed byte) { sendN(from, to, seed, size) }
+	sendN = func(from, to *stack.Conn, seed byte, size int64) {
 		buf := make([]byte, size)
 		newStream(seed, size).Read(buf)
 		done := make(chan error, 1)
@@ -329,11 +331,12 @@ func TestMultipathPrio(t *testing.T) {
 	waitBackup(c1, false)
 	waitBackup(c2, false)
 	before1 = c1.Stats().Subflows[1].BytesSent
-	// Round-robin, so that an eligible subflow gets data for certain:
-	// the default scheduler may leave an equal second path nearly idle
-	// while the first has room (which made this check flaky under -race).
+	// Round-robin and more bytes than one path's window holds, so that
+	// an eligible subflow gets data for certain: the default scheduler may
+	// leave an equal second path nearly idle, and with -short's 1 MiB the
+	// first path's window took all but one 64 KiB chunk.
 	c1.SetScheduler(scheduler.NewRoundRobin())
-	half(c1, c2, 7)
+	sendN(c1, c2, 7, 4*size)
 	require.Greater(t, c1.Stats().Subflows[1].BytesSent-before1, uint64(64<<10), "the subflow carries data again")
 	require.Error(t, c1.SetBackup(42, true), "no such subflow")
 }

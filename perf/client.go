@@ -197,16 +197,29 @@ func (cl *client) run(dial func(context.Context) (net.Conn, error), cookie [cook
 	ctrl.within(0)
 	msg := ctrl.readStateAsync()
 	var timeUp <-chan time.Time
+	var omitDone <-chan struct{}
+	var timer *time.Timer
 	if p.Duration > 0 {
-		t := time.NewTimer(p.Duration + p.Omit)
-		defer t.Stop()
-		timeUp = t.C
+		timer = time.NewTimer(p.Duration + p.Omit)
+		defer timer.Stop()
+		timeUp = timer.C
+		if p.Omit > 0 {
+			omitDone = r.omitDone
+		}
 	}
 	sendDone, recvDone := r.sendDone, r.recvDone
 	if r.budget == 0 {
 		sendDone, recvDone = nil, nil
 	}
+wait:
 	select {
+	case <-omitDone:
+		// The measured period runs its full length from where the
+		// omitted one really ended: a late timer on a loaded machine
+		// must not shorten it.
+		omitDone = nil
+		timer.Reset(p.Duration)
+		goto wait
 	case <-timeUp:
 	case <-sendDone:
 	case <-recvDone:

@@ -224,6 +224,8 @@ type run struct {
 
 	wg      sync.WaitGroup
 	repDone chan struct{}
+	// omitDone is closed when the omitted period ends (-O).
+	omitDone chan struct{}
 
 	// Set by begin; then owned by the reporter, then by stop.
 	t0, start, omitEnd, lastTick, end time.Time
@@ -234,7 +236,7 @@ type run struct {
 func newRun(p Params, streams []*stream, interval time.Duration, onInterval func(Interval)) *run {
 	r := &run{p: p, streams: streams, budget: p.budget(), interval: interval, onInterval: onInterval,
 		stopCh: make(chan struct{}), sendDone: make(chan struct{}), recvDone: make(chan struct{}),
-		failed: make(chan struct{}), repDone: make(chan struct{})}
+		failed: make(chan struct{}), repDone: make(chan struct{}), omitDone: make(chan struct{})}
 	// Random payload, as iperf3 sends, so that nothing on the way can
 	// compress it; one block shared read-only by every sender.
 	r.block = make([]byte, p.BlockSize)
@@ -443,6 +445,7 @@ func (r *run) reporter() {
 			r.omitting = false
 			r.resetBase(now, r.interval > 0)
 			r.lastTick, due = now, now
+			close(r.omitDone)
 			continue
 		}
 		r.emit(now, r.omitting)

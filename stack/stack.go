@@ -314,3 +314,8 @@ func fromFull(f tcpip.FullAddress) netip.AddrPort {
 	a, _ := netip.AddrFromSlice(f.Addr.AsSlice())
 	return netip.AddrPortFrom(a.Unmap(), f.Port)
 }
+
+// MIB returns the stack's MPTCP counters by their Linux names
+// (MPTcpExtAddAddr, MPTcpExtMPJoinSynRx, ...), as `nstat` prints the
+// kernel's.
+func (s *Stack) MIB() map[string]uint64 { return s.reg.MIB().Snapshot() }

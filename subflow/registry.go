@@ -25,6 +25,8 @@ type Registry struct {
 	// Checksum is this side's wish for DSS checksums (MP_CAPABLE flag A).
 	checksum bool
 
+	mib MIB
+
 	// Set before traffic flows, read-only afterwards.
 	maxSubflows int                  // per connection, the initial one included
 	addrIDs     map[netip.Addr]uint8 // our addresses' IDs (0 is the initial subflow's)
@@ -54,6 +56,9 @@ func NewRegistry(checksum bool) *Registry {
 		maxSubflows: DefaultMaxSubflows,
 	}
 }
+
+// MIB returns the stack-wide counters.
+func (r *Registry) MIB() *MIB { return &r.mib }
 
 // SetMaxSubflows bounds the subflows a connection may have; joins beyond it
 // are reset (MP_TCPRST "administratively prohibited", as Linux does). Call

@@ -1,0 +1,147 @@
+package subflow
+
+import "sync/atomic"
+
+// Counter is one stack-wide MPTCP event counter. The names are Linux's
+// (`nstat -az | grep MPTcpExt`), so that our counts and the kernel peer's
+// can be read side by side; the few Linux has no name for are marked.
+type Counter uint8
+
+const (
+	MPCapableSYNRX Counter = iota
+	MPCapableSYNTX
+	MPCapableSYNACKRX
+	MPCapableACKRX
+	MPCapableFallbackACK
+	MPCapableFallbackSYNACK
+	MPJoinNoTokenFound
+	MPJoinSynRx
+	MPJoinSynBackupRx
+	MPJoinSynAckRx
+	MPJoinSynAckHMacFailure
+	MPJoinAckRx
+	MPJoinAckHMacFailure
+	MPJoinRejected
+	MPJoinSynTx
+	DSSNotMatching
+	DSSCorruptionFallback
+	DSSCorruptionReset
+	InfiniteMapTx
+	InfiniteMapRx
+	DataCsumErr
+	AddAddr // ADD_ADDR received (not an echo), HMAC valid
+	AddAddrTx
+	AddAddrTxDrop
+	EchoAdd // echo of our ADD_ADDR received
+	EchoAddTx
+	PortAdd // ADD_ADDR with a port received
+	AddAddrDrop
+	AddAddrHMacFailure // ours: ADD_ADDR with a wrong HMAC, dropped (Linux drops it silently)
+	MPJoinPortSynRx
+	MismatchPortSynRx
+	RmAddr // REMOVE_ADDR received
+	RmAddrDrop
+	RmAddrTx
+	RmSubflow // subflows closed because of a REMOVE_ADDR or a removed endpoint
+	MPPrioTx
+	MPPrioRx
+	MPFailTx
+	MPFailRx
+	MPFastcloseTx
+	MPFastcloseRx
+	MPRstTx
+	MPRstRx
+	SubflowStale
+	SubflowRecover
+	SubflowRecreate // ours: subflows the path manager opened again after theirs died
+	numCounters
+)
+
+var counterNames = [numCounters]string{
+	MPCapableSYNRX:          "MPCapableSYNRX",
+	MPCapableSYNTX:          "MPCapableSYNTX",
+	MPCapableSYNACKRX:       "MPCapableSYNACKRX",
+	MPCapableACKRX:          "MPCapableACKRX",
+	MPCapableFallbackACK:    "MPCapableFallbackACK",
+	MPCapableFallbackSYNACK: "MPCapableFallbackSYNACK",
+	MPJoinNoTokenFound:      "MPJoinNoTokenFound",
+	MPJoinSynRx:             "MPJoinSynRx",
+	MPJoinSynBackupRx:       "MPJoinSynBackupRx",
+	MPJoinSynAckRx:          "MPJoinSynAckRx",
+	MPJoinSynAckHMacFailure: "MPJoinSynAckHMacFailure",
+	MPJoinAckRx:             "MPJoinAckRx",
+	MPJoinAckHMacFailure:    "MPJoinAckHMacFailure",
+	MPJoinRejected:          "MPJoinRejected",
+	MPJoinSynTx:             "MPJoinSynTx",
+	DSSNotMatching:          "DSSNotMatching",
+	DSSCorruptionFallback:   "DSSCorruptionFallback",
+	DSSCorruptionReset:      "DSSCorruptionReset",
+	InfiniteMapTx:           "InfiniteMapTx",
+	InfiniteMapRx:           "InfiniteMapRx",
+	DataCsumErr:             "DataCsumErr",
+	AddAddr:                 "AddAddr",
+	AddAddrTx:               "AddAddrTx",
+	AddAddrTxDrop:           "AddAddrTxDrop",
+	EchoAdd:                 "EchoAdd",
+	EchoAddTx:               "EchoAddTx",
+	PortAdd:                 "PortAdd",
+	AddAddrDrop:             "AddAddrDrop",
+	AddAddrHMacFailure:      "AddAddrHMacFailure",
+	MPJoinPortSynRx:         "MPJoinPortSynRx",
+	MismatchPortSynRx:       "MismatchPortSynRx",
+	RmAddr:                  "RmAddr",
+	RmAddrDrop:              "RmAddrDrop",
+	RmAddrTx:                "RmAddrTx",
+	RmSubflow:               "RmSubflow",
+	MPPrioTx:                "MPPrioTx",
+	MPPrioRx:                "MPPrioRx",
+	MPFailTx:                "MPFailTx",
+	MPFailRx:                "MPFailRx",
+	MPFastcloseTx:           "MPFastcloseTx",
+	MPFastcloseRx:           "MPFastcloseRx",
+	MPRstTx:                 "MPRstTx",
+	MPRstRx:                 "MPRstRx",
+	SubflowStale:            "SubflowStale",
+	SubflowRecover:          "SubflowRecover",
+	SubflowRecreate:         "SubflowRecreate",
+}
+
+// MIBPrefix starts every counter's name as nstat prints it.
+const MIBPrefix = "MPTcpExt"
+
+// Name is the counter's name as nstat prints it (MPTcpExt...).
+func (c Counter) Name() string {
+	if c >= numCounters {
+		return MIBPrefix + "Unknown"
+	}
+	return MIBPrefix + counterNames[c]
+}
+
+// MIB holds a stack's counters; safe for concurrent use.
+type MIB struct {
+	v [numCounters]atomic.Uint64
+}
+
+// Inc adds one to c.
+func (m *MIB) Inc(c Counter) { m.v[c].Add(1) }
+
+// Get returns c's value.
+func (m *MIB) Get(c Counter) uint64 { return m.v[c].Load() }
+
+// Snapshot returns every counter by its nstat name.
+func (m *MIB) Snapshot() map[string]uint64 {
+	out := make(map[string]uint64, numCounters)
+	for c := Counter(0); c < numCounters; c++ {
+		out[c.Name()] = m.v[c].Load()
+	}
+	return out
+}
+
+// AllCounters lists every counter, in a fixed order, for printing.
+func AllCounters() []Counter {
+	out := make([]Counter, numCounters)
+	for i := range out {
+		out[i] = Counter(i)
+	}
+	return out
+}

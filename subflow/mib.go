@@ -49,11 +49,13 @@ const (
 	MPFailRx
 	MPFastcloseTx
 	MPFastcloseRx
+	MPFastcloseBadKey // ours: MP_FASTCLOSE with a key that is not ours, ignored
 	MPRstTx
 	MPRstRx
 	SubflowStale
 	SubflowRecover
-	SubflowRecreate // ours: subflows the path manager opened again after theirs died
+	SubflowRecreate         // ours: subflows the path manager opened again after theirs died
+	FallbackOptionsStripped // ours: fell back because a middlebox removed MPTCP options
 	numCounters
 )
 
@@ -99,11 +101,13 @@ var counterNames = [numCounters]string{
 	MPFailRx:                "MPFailRx",
 	MPFastcloseTx:           "MPFastcloseTx",
 	MPFastcloseRx:           "MPFastcloseRx",
+	MPFastcloseBadKey:       "MPFastcloseBadKey",
 	MPRstTx:                 "MPRstTx",
 	MPRstRx:                 "MPRstRx",
 	SubflowStale:            "SubflowStale",
 	SubflowRecover:          "SubflowRecover",
 	SubflowRecreate:         "SubflowRecreate",
+	FallbackOptionsStripped: "FallbackOptionsStripped",
 }
 
 // MIBPrefix starts every counter's name as nstat prints it.

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -26,6 +27,15 @@ type LinkParams struct {
 	Blackhole  bool          // drop everything, including packets already in flight
 	MTU        int           // 0 = 1500; larger packets are dropped
 	Seed       int64         // seed of the loss/jitter/duplication randomness
+
+	// Middleboxes (middlebox.go), applied to the packets that the link
+	// does not drop on entry, before duplication: a duplicate is a copy
+	// of the rewritten packet. Segment sizes never change; TCP checksums
+	// stay valid. Only TCP over IPv4 (options allowed, no fragments) and
+	// IPv6 (no extension headers) is touched.
+	StripMPTCP      StripWhere // which TCP segments lose their MPTCP options (TCP option kind 30)
+	CorruptAfter    int64      // payload bytes let through untouched (per direction) before the first rewrite
+	CorruptSegments int        // then this many TCP segments with payload get their payload rewritten (0: none)
 }
 
 // DefaultQueueBytes returns the queue limit used when p.QueueBytes is 0:
@@ -63,6 +73,8 @@ type LinkStats struct {
 	DroppedQueue     uint64 // drop-tail of the rate limiter
 	DroppedBlackhole uint64 // blackhole, on entry or while in flight
 	DroppedOther     uint64 // oversize, far side not attached or failing to write, link closed
+	Stripped         uint64 // segments whose MPTCP options were blanked (LinkParams.StripMPTCP)
+	Corrupted        uint64 // segments whose payload was rewritten (LinkParams.CorruptSegments)
 }
 
 // Dropped returns the total number of dropped packets.
@@ -103,6 +115,11 @@ type direction struct {
 	stats     LinkStats
 	closed    bool
 
+	// The corruption budget (armCorruption): payload bytes seen since it
+	// was armed, and segments still to rewrite.
+	corruptSeen int64
+	corruptLeft int
+
 	wake chan struct{} // cap 1
 	stop chan struct{}
 	done chan struct{}
@@ -118,7 +135,7 @@ func nanotime() int64 { return int64(time.Since(epoch)) }
 // newDirection returns a direction delivering to `to`; start its goroutine
 // with `go d.run()`.
 func newDirection(p LinkParams, to target) *direction {
-	return &direction{
+	d := &direction{
 		to:     to,
 		params: p,
 		rng:    newRand(p.Seed),
@@ -126,6 +143,8 @@ func newDirection(p LinkParams, to target) *direction {
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	d.armCorruption()
+	return d
 }
 
 func newRand(seed int64) *rand.Rand {
@@ -149,7 +168,14 @@ func (d *direction) setParams(p LinkParams) {
 	if p.Seed != d.params.Seed {
 		d.rng = newRand(p.Seed)
 	}
+	// Changing the corruption settings counts their bytes from now on
+	// (so a test can start corrupting mid-transfer); setting the same ones
+	// again, as when toggling a blackhole, keeps the running count.
+	rearm := p.CorruptAfter != d.params.CorruptAfter || p.CorruptSegments != d.params.CorruptSegments
 	d.params = p
+	if rearm {
+		d.armCorruption()
+	}
 	d.mu.Unlock()
 	d.kick() // a blackhole must flush the queue now
 }
@@ -275,6 +301,12 @@ func (d *direction) admit(now int64, proto tcpip.NetworkProtocolNumber, pkt *sta
 		}
 		d.lastAt = max(d.lastAt, at)
 	}
+	// The middleboxes see only packets that go on: what they count was
+	// carried (short of a blackhole starting while it is in flight).
+	var rewritten *buffer.View
+	if p.middleboxActive() {
+		rewritten = d.middlebox(pkt, size)
+	}
 	newHead := len(d.heap) == 0 || at < d.heap[0].at
 	copies := 1
 	if p.Duplicate > 0 && d.rng.Float64() < p.Duplicate {
@@ -282,13 +314,23 @@ func (d *direction) admit(now int64, proto tcpip.NetworkProtocolNumber, pkt *sta
 		copies = 2 // same time, next seq: the copy follows right after
 	}
 	for range copies {
-		// A fresh packet whose payload is the whole of pkt, shared by
-		// reference (copy-on-write chunks): the far side may consume
+		// A fresh packet whose payload is the whole of pkt (or of the
+		// middleboxes' rewritten copy), shared by reference
+		// (copy-on-write chunks): the far side may consume
 		// headers of its copy (a stack) or write it out whole (a link).
-		out := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: pkt.ToBuffer()})
+		var payload buffer.Buffer
+		if rewritten != nil {
+			payload = buffer.MakeWithView(rewritten.Clone())
+		} else {
+			payload = pkt.ToBuffer()
+		}
+		out := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 		out.NetworkProtocolNumber = proto
 		d.seq++
 		d.push(inflight{at: at, seq: d.seq, proto: proto, size: size, pkt: out})
+	}
+	if rewritten != nil {
+		rewritten.Release()
 	}
 	return newHead
 }

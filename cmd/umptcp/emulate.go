@@ -19,7 +19,8 @@ import (
 
 const emulateUsage = `usage:
   umptcp emulate [--rate RATE] [--delay D] [--jitter D] [--reorder] [--loss P] [--dup P]
-                 [--queue BYTES] [--mtu N] [--blackhole-after D] [--duration D] [-v] A B
+                 [--queue BYTES] [--mtu N] [--strip-mptcp WHERE] [--corrupt N[@BYTES]]
+                 [--blackhole-after D] [--duration D] [-v] A B
 
   A, B: [NETNS:]NAME,ADDR/PREFIX   create TUN device NAME (in network namespace
         NETNS, a name under /run/netns, default the current one) whose kernel
@@ -35,8 +36,18 @@ and, for NETNS, CAP_SYS_ADMIN).
 
 RATE is bits per second with an optional suffix: 800kbit, 50mbit, 50M,
 1.5gbit (decimal k/m/g; "bps" forms are refused as ambiguous). P is a
-probability: 0.01 or 1%. BYTES takes k or m (x1024). --mtu sets the devices'
-MTU and the largest packet the link carries (default 1500).
+probability: 0.01 or 1%. BYTES takes k or m (x1024), and g for --corrupt.
+--mtu sets the devices' MTU and the largest packet the link carries
+(default 1500).
+
+Two middleboxes make MPTCP fall back to TCP, each way alike:
+--strip-mptcp blanks MPTCP options (TCP option kind 30) with NOPs on SYNs
+only ("syn", a box that does not know MPTCP's handshake), on every other
+segment ("data", options removed once the handshake passed) or on all
+("all"). --corrupt N@BYTES lets BYTES of TCP payload pass untouched, then
+rewrites a few payload bytes of the next N segments carrying data while
+keeping the TCP checksum valid (as a payload-rewriting ALG or NAT), so that
+only MPTCP's DSS checksum can notice; --corrupt N rewrites the first N.
 
 flags:
 `
@@ -116,6 +127,48 @@ func (b *bytesFlag) Set(s string) error {
 	return nil
 }
 
+// stripFlag is a tun.StripWhere.
+type stripFlag tun.StripWhere
+
+func (w *stripFlag) String() string { return tun.StripWhere(*w).String() }
+
+func (w *stripFlag) Set(s string) error {
+	v, err := tun.ParseStripWhere(s)
+	if err != nil {
+		return err
+	}
+	*w = stripFlag(v)
+	return nil
+}
+
+// corruptFlag is N[@BYTES]: rewrite N segments after BYTES payload bytes.
+type corruptFlag struct {
+	segments int
+	after    int64
+}
+
+func (c *corruptFlag) String() string {
+	if c == nil || c.segments == 0 {
+		return "0"
+	}
+	return strconv.Itoa(c.segments) + "@" + strconv.FormatInt(c.after, 10)
+}
+
+func (c *corruptFlag) Set(s string) error {
+	n, at, hasAt := strings.Cut(strings.TrimSpace(s), "@")
+	v, err := strconv.Atoi(n)
+	if err != nil || v < 0 {
+		return fmt.Errorf("bad segment count %q: want N or N@BYTES, e.g. 3 or 3@1m", s)
+	}
+	c.segments, c.after = v, 0
+	if hasAt {
+		if c.after, err = parseSize(at); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // emulatePort is one side of the forwarder: a TUN device to create.
 type emulatePort struct {
 	netns string // "" = the current namespace
@@ -165,6 +218,8 @@ func parseEmulate(args []string, stderr io.Writer) (o emulateOptions, code int) 
 	var delay, delayBA, jitter, blackholeAfter, duration durFlag
 	var loss, dup probFlag
 	var queue bytesFlag
+	var strip stripFlag
+	var corrupt corruptFlag
 	fs.Var(&rate, "rate", "link `RATE` in bits/s each way, e.g. 50mbit (0 = unlimited)")
 	fs.Var(&rateBA, "rate-ba", "`RATE` from B to A, if it differs from --rate")
 	fs.Var(&delay, "delay", "one-way delay `D` each way, e.g. 20ms")
@@ -175,6 +230,8 @@ func parseEmulate(args []string, stderr io.Writer) (o emulateOptions, code int) 
 	fs.Var(&dup, "dup", "probability `P` that a packet is delivered twice")
 	fs.Var(&queue, "queue", "drop-tail queue limit of the rate limiter in `BYTES` (default about one bandwidth-delay product)")
 	mtu := fs.Int("mtu", 0, "MTU `N` of both devices and the link (default 1500)")
+	fs.Var(&strip, "strip-mptcp", "blank MPTCP options on `WHERE`: none, syn (SYN and SYN-ACK), data (all but SYNs) or all")
+	fs.Var(&corrupt, "corrupt", "rewrite the payload of `N[@BYTES]` data segments each way, after BYTES of payload (default 0), keeping the TCP checksum valid")
 	fs.Var(&blackholeAfter, "blackhole-after", "drop everything both ways from `D` after the start on")
 	fs.Var(&duration, "duration", "stop after `D` (default: run until SIGINT or SIGTERM)")
 	seed := fs.Int64("seed", 1, "`seed` of the loss, jitter and duplication randomness")
@@ -228,6 +285,10 @@ func parseEmulate(args []string, stderr io.Writer) (o emulateOptions, code int) 
 		QueueBytes: int(queue),
 		MTU:        *mtu,
 		Seed:       *seed,
+
+		StripMPTCP:      tun.StripWhere(strip),
+		CorruptAfter:    corrupt.after,
+		CorruptSegments: corrupt.segments,
 	}
 	o.ba = o.ab
 	o.ba.Seed = *seed + 1 // the same randomness both ways would correlate losses
@@ -338,6 +399,26 @@ func parseBytes(s string) (int, error) {
 	v, err := strconv.Atoi(t)
 	if err != nil || v < 0 || v > 1<<30/mult {
 		return 0, fmt.Errorf("bad byte count %q: want 0..1g, e.g. 262144 or 256k", s)
+	}
+	return v * mult, nil
+}
+
+// parseSize parses a byte count such as "100000", "64k", "10m" or "1g"
+// (k, m, g: x1024).
+func parseSize(s string) (int64, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(t, "k"):
+		mult, t = 1<<10, t[:len(t)-1]
+	case strings.HasSuffix(t, "m"):
+		mult, t = 1<<20, t[:len(t)-1]
+	case strings.HasSuffix(t, "g"):
+		mult, t = 1<<30, t[:len(t)-1]
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 || v > math.MaxInt64/mult {
+		return 0, fmt.Errorf("bad byte count %q: want e.g. 100000, 64k, 10m or 1g", s)
 	}
 	return v * mult, nil
 }
@@ -454,6 +535,12 @@ func describeParams(ab, ba tun.LinkParams) string {
 		if p.Duplicate > 0 {
 			parts = append(parts, fmt.Sprintf("dup %g%%", p.Duplicate*100))
 		}
+		if p.StripMPTCP != tun.StripNone {
+			parts = append(parts, "MPTCP options stripped ("+p.StripMPTCP.String()+")")
+		}
+		if p.CorruptSegments > 0 {
+			parts = append(parts, fmt.Sprintf("payload of %d segments rewritten after %d bytes", p.CorruptSegments, p.CorruptAfter))
+		}
 		if p.Rate > 0 {
 			q := p.QueueBytes
 			if q == 0 {
@@ -480,6 +567,6 @@ func throughput(prev, cur tun.LinkStats, seconds float64) string {
 func printLinkStats(w io.Writer, dir string, from, to emulatePort, st tun.LinkStats, el time.Duration) {
 	fmt.Fprintf(w, "umptcp emulate: %s (%s -> %s): sent %d packets (%d bytes), delivered %d packets (%d bytes, %.2f Mbit/s on average)\n",
 		dir, from, to, st.SentPackets, st.SentBytes, st.DeliveredPackets, st.DeliveredBytes, float64(st.DeliveredBytes)*8/el.Seconds()/1e6)
-	fmt.Fprintf(w, "umptcp emulate: %s: dropped %d (loss %d, queue %d, blackhole %d, other %d), duplicated %d\n",
-		dir, st.Dropped(), st.DroppedLoss, st.DroppedQueue, st.DroppedBlackhole, st.DroppedOther, st.Duplicated)
+	fmt.Fprintf(w, "umptcp emulate: %s: dropped %d (loss %d, queue %d, blackhole %d, other %d), duplicated %d, MPTCP options stripped from %d, payload rewritten in %d\n",
+		dir, st.Dropped(), st.DroppedLoss, st.DroppedQueue, st.DroppedBlackhole, st.DroppedOther, st.Duplicated, st.Stripped, st.Corrupted)
 }

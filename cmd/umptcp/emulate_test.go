@@ -108,6 +108,52 @@ func TestParseEmulate(t *testing.T) {
 	require.False(t, o.blackholeIsSet)
 }
 
+func TestParseEmulateMiddlebox(t *testing.T) {
+	var errb bytes.Buffer
+	devs := []string{"umta,10.91.0.1/24", "umtb,10.91.0.2/24"}
+	for _, tc := range []struct {
+		args     []string
+		strip    tun.StripWhere
+		segments int
+		after    int64
+	}{
+		{nil, tun.StripNone, 0, 0},
+		{[]string{"--strip-mptcp", "syn"}, tun.StripSYN, 0, 0},
+		{[]string{"--strip-mptcp=data", "--corrupt", "3"}, tun.StripData, 3, 0},
+		{[]string{"--strip-mptcp", "ALL", "--corrupt", "3@64k"}, tun.StripAll, 3, 64 << 10},
+		{[]string{"--strip-mptcp", "none", "--corrupt", "1@100000"}, tun.StripNone, 1, 100000},
+		{[]string{"--corrupt", "2@1M"}, tun.StripNone, 2, 1 << 20},
+		{[]string{"--corrupt", "5@2g"}, tun.StripNone, 5, 2 << 30},
+		{[]string{"--corrupt", "0@1k"}, tun.StripNone, 0, 1 << 10},
+	} {
+		errb.Reset()
+		o, code := parseEmulate(append(append([]string(nil), tc.args...), devs...), &errb)
+		require.Equal(t, -1, code, "%v: %s", tc.args, errb.String())
+		for _, p := range []tun.LinkParams{o.ab, o.ba} {
+			require.Equal(t, tc.strip, p.StripMPTCP, "%v", tc.args)
+			require.Equal(t, tc.segments, p.CorruptSegments, "%v", tc.args)
+			require.Equal(t, tc.after, p.CorruptAfter, "%v", tc.args)
+		}
+	}
+	// The start line says what the middleboxes do.
+	o, code := parseEmulate(append([]string{"--strip-mptcp", "syn", "--corrupt", "2@1k"}, devs...), &errb)
+	require.Equal(t, -1, code)
+	require.Equal(t, "unlimited, delay 0s, MPTCP options stripped (syn), payload of 2 segments rewritten after 1024 bytes each way",
+		describeParams(o.ab, o.ba))
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "100000": 100000, "64k": 64 << 10, "10M": 10 << 20, "1g": 1 << 30, " 3G ": 3 << 30} {
+		got, err := parseSize(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "-1", "k", "1.5m", "1t", "99999999999g", "lots"} {
+		_, err := parseSize(in)
+		require.ErrorContains(t, err, "bad byte count", in)
+	}
+}
+
 func TestEmulateUsageErrors(t *testing.T) {
 	ok := []string{"umta,10.91.0.1/24", "umtb,10.91.0.2/24"}
 	for _, tc := range []struct {
@@ -127,6 +173,14 @@ func TestEmulateUsageErrors(t *testing.T) {
 		{append([]string{"--mtu", "70000"}, ok...), "--mtu"},
 		{append([]string{"--mtu", "1000"}, "umt6a,fd91::1/64", "umt6b,fd91::2/64"), "MTU 1000 out of range 1280"},
 		{append([]string{"--bogus"}, ok...), "flag provided but not defined"},
+		{append([]string{"--strip-mptcp", "sometimes"}, ok...), "want none, syn, data or all"},
+		{append([]string{"--strip-mptcp", ""}, ok...), "want none, syn, data or all"},
+		{append([]string{"--corrupt", "x"}, ok...), "bad segment count"},
+		{append([]string{"--corrupt", "-1"}, ok...), "bad segment count"},
+		{append([]string{"--corrupt", "@5"}, ok...), "bad segment count"},
+		{append([]string{"--corrupt", "2@"}, ok...), "bad byte count"},
+		{append([]string{"--corrupt", "2@lots"}, ok...), "bad byte count"},
+		{append([]string{"--corrupt", "2@-1k"}, ok...), "bad byte count"},
 		{[]string{"umta,10.91.0.1", "umtb,10.91.0.2/24"}, "A:"},
 		{[]string{"umta,10.91.0.1/24", "umtb,10.91.0.2/24,10.91.0.3"}, "B:"},
 		{[]string{"umta,10.91.0.1/24", "umtb,10.91.0.255/24"}, "broadcast"},
@@ -147,6 +201,9 @@ func TestEmulateUsageErrors(t *testing.T) {
 	require.Equal(t, 0, emulate([]string{"-h"}, &out, &errb))
 	require.Contains(t, errb.String(), "[NETNS:]NAME,ADDR/PREFIX")
 	require.Contains(t, errb.String(), "-blackhole-after")
+	require.Contains(t, errb.String(), "-strip-mptcp WHERE")
+	require.Contains(t, errb.String(), "-corrupt N[@BYTES]")
+	require.Contains(t, errb.String(), "[--strip-mptcp WHERE] [--corrupt N[@BYTES]]")
 }
 
 func TestEmulateRuntimeError(t *testing.T) {
@@ -268,4 +325,160 @@ func devName(prefix string, suffix uint32) string {
 		b = append(b, hex[suffix>>i&0xf])
 	}
 	return string(b)
+}
+
+// TestEmulateStripKernelMPTCP runs the Linux kernel's MPTCP between two
+// namespaces through emulate --strip-mptcp: with the options blanked on
+// the SYNs (or on everything else, so that the third ACK and every DSS
+// are lost) the kernel falls back to TCP on both sides; data always
+// arrives intact.
+func TestEmulateStripKernelMPTCP(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and TUN devices")
+	}
+	for i, tc := range []struct {
+		strip string
+		mptcp bool // what both ends report after the transfer
+	}{
+		{"none", true},
+		{"syn", false},
+		{"all", false},
+		{"data", false},
+	} {
+		t.Run(tc.strip, func(t *testing.T) {
+			var nss [2]*netns.NS
+			for i := range nss {
+				ns, err := netns.New("emu")
+				require.NoError(t, err)
+				t.Cleanup(func() { require.NoError(t, ns.Close()) })
+				nss[i] = ns
+			}
+			suffix := rand.Uint32N(1 << 24)
+			a := nss[0].Name() + ":" + devName("umsa", suffix) + ",10.97." + string(rune('0'+i)) + ".1/24"
+			b := nss[1].Name() + ":" + devName("umsb", suffix) + ",10.97." + string(rune('0'+i)) + ".2/24"
+			srvAddr := "10.97." + string(rune('0'+i)) + ".2:0"
+			var out, errb bytes.Buffer
+			done := make(chan int, 1)
+			go func() {
+				done <- emulate([]string{a, b, "--delay", "2ms", "--strip-mptcp", tc.strip, "--duration", "2s"}, &out, &errb)
+			}()
+			// Go's MPTCP Listen and Dial quietly retry with plain TCP when
+			// MPTCP fails (as it does while the devices do not exist yet):
+			// wait for both devices, so that the first attempt succeeds.
+			waitIfUp(t, nss[0], "10.97."+string(rune('0'+i))+".1")
+			waitIfUp(t, nss[1], "10.97."+string(rune('0'+i))+".2")
+			var ln net.Listener
+			deadline := time.Now().Add(3 * time.Second)
+			for {
+				err := nss[1].Do(func() (err error) {
+					var lc net.ListenConfig
+					lc.SetMultipathTCP(true)
+					ln, err = lc.Listen(context.Background(), "tcp", srvAddr)
+					return err
+				})
+				if err == nil {
+					break
+				}
+				require.True(t, time.Now().Before(deadline), "listen: %v; stderr: %s", err, errb.String())
+				time.Sleep(20 * time.Millisecond)
+			}
+			defer ln.Close()
+			data := make([]byte, 256<<10)
+			for i := range data {
+				data[i] = byte(i * 13)
+			}
+			type result struct {
+				sum   [32]byte
+				mptcp bool
+				err   error
+			}
+			got := make(chan result, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					got <- result{err: err}
+					return
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				b, err := io.ReadAll(c)
+				mp, _ := c.(*net.TCPConn).MultipathTCP()
+				got <- result{sha256.Sum256(b), mp, err}
+			}()
+			var c net.Conn
+			for {
+				err := nss[0].Do(func() (err error) {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					defer cancel()
+					var d net.Dialer
+					d.SetMultipathTCP(true)
+					c, err = d.DialContext(ctx, "tcp", ln.Addr().String())
+					return err
+				})
+				if err == nil {
+					break
+				}
+				require.True(t, time.Now().Before(deadline), "dial: %v; stderr: %s", err, errb.String())
+				time.Sleep(50 * time.Millisecond)
+			}
+			require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+			_, err := c.Write(data)
+			require.NoError(t, err)
+			require.NoError(t, c.(*net.TCPConn).CloseWrite())
+			var r result
+			select {
+			case r = <-got:
+			case <-time.After(15 * time.Second):
+				t.Fatal("receiver did not finish")
+			}
+			require.NoError(t, r.err)
+			require.Equal(t, sha256.Sum256(data), r.sum)
+			clientMP, _ := c.(*net.TCPConn).MultipathTCP()
+			c.Close()
+			t.Logf("--strip-mptcp %s: client MPTCP %v, server MPTCP %v", tc.strip, clientMP, r.mptcp)
+			require.Equal(t, tc.mptcp, clientMP, "client")
+			require.Equal(t, tc.mptcp, r.mptcp, "server")
+			select {
+			case code := <-done:
+				require.Equal(t, 0, code, "stderr: %s", errb.String())
+			case <-time.After(15 * time.Second):
+				t.Fatal("emulate did not stop after --duration")
+			}
+			if tc.strip == "none" {
+				require.Contains(t, out.String(), "MPTCP options stripped from 0, payload")
+			} else {
+				require.Regexp(t, `A->B: dropped 0 .*MPTCP options stripped from [1-9]`, out.String())
+				require.Contains(t, out.String(), "MPTCP options stripped ("+tc.strip+")")
+			}
+		})
+	}
+}
+
+// waitIfUp waits until an interface in ns is up with address ip.
+func waitIfUp(t *testing.T, ns *netns.NS, ip string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		up := false
+		require.NoError(t, ns.Do(func() error {
+			ifs, err := net.Interfaces()
+			if err != nil {
+				return err
+			}
+			for _, ifc := range ifs {
+				addrs, _ := ifc.Addrs()
+				for _, a := range addrs {
+					if n, ok := a.(*net.IPNet); ok && n.IP.String() == ip && ifc.Flags&net.FlagUp != 0 {
+						up = true
+					}
+				}
+			}
+			return nil
+		}))
+		if up {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "no interface up with %s in %s", ip, ns)
+		time.Sleep(10 * time.Millisecond)
+	}
 }

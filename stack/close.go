@@ -55,6 +55,7 @@ func (c *Conn) Close() error {
 // not answer within lingerTimeout.
 func (c *Conn) run() {
 	defer close(c.done)
+	defer c.stopPM(nil)
 	defer c.s.untrack(c)
 	defer c.s.unbindMeta(c.meta)
 	sn := newSender(c)
@@ -205,7 +206,12 @@ func (c *Conn) closePaths() {
 
 // abortPaths resets every subflow (a protocol error ends the connection).
 func (c *Conn) abortPaths() {
-	c.eachPath(func(p *path) { p.ep.Abort() })
+	c.eachPath(func(p *path) {
+		if p.sf != nil {
+			p.sf.SetResetReason(protocolResetReason) // carried by the RST (MP_TCPRST)
+		}
+		p.ep.Abort()
+	})
 }
 
 // finGrace is how long, after both DATA_FINs, a subflow may take to have

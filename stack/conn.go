@@ -71,6 +71,8 @@ type Conn struct {
 	abortOnce  sync.Once
 	readerDone chan struct{} // plain TCP: nothing to read for us
 	done       chan struct{} // closed when the connection is gone
+
+	pmState // events for the path manager, our announcements
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -100,6 +102,7 @@ func newConn(s *Stack, role subflow.Role, ep tcpip.Endpoint, wq *waiter.Queue, s
 		c.sbuf = newSendBuf(c.meta.LocalIDSN()+1, s.sndBuf)
 		c.sched = s.newScheduler()
 		c.s.bindMeta(c.meta, c)
+		c.watchPeerFastclose()
 	}
 	return c
 }
@@ -117,10 +120,8 @@ func (c *Conn) start() {
 		return
 	}
 	c.startPath(c.first)
+	c.startPM()
 	go c.run()
-	if c.role == subflow.Client {
-		go c.openSubflows()
-	}
 }
 
 // startPath starts the reader of p and lets its endpoint wake the sender.
@@ -141,10 +142,16 @@ func (c *Conn) poke() {
 
 // MultipathTCP reports whether the connection uses MPTCP; false means it
 // fell back to plain TCP (the peer did not offer or accept MP_CAPABLE).
-func (c *Conn) MultipathTCP() bool { return c.mptcp }
+func (c *Conn) MultipathTCP() bool {
+	fb, _ := c.fellBack()
+	return c.mptcp && !fb
+}
 
 // FallbackReason says why the connection is plain TCP ("" when MPTCP).
 func (c *Conn) FallbackReason() string {
+	if fb, why := c.fellBack(); fb {
+		return why
+	}
 	if c.mptcp {
 		return ""
 	}
@@ -227,6 +234,13 @@ type SubflowStats struct {
 	Backup        bool   // used only when no other subflow can send
 	Join          bool   // opened with MP_JOIN (false: the initial subflow)
 	State         string // "active", "stale" (repeated timeouts), "closed"
+
+	// PeerResetReason names the MP_TCPRST reason (RFC 8684 §3.6) of the
+	// peer's reset of the subflow, ResetReason that of ours ("" when no
+	// such reset): "unspecified", "MPTCP-specific error", "lack of
+	// resources", "administratively prohibited", "too much outstanding
+	// data", "unacceptable performance", "middlebox interference".
+	PeerResetReason, ResetReason string
 }
 
 // ConnStats describes a connection.
@@ -268,6 +282,7 @@ func (c *Conn) Stats() ConnStats {
 			ss.BytesSent, ss.BytesReceived = k.BytesOut, k.BytesIn
 			ss.Backup = p.sf.Backup()
 			ss.Join = p.sf.IsJoin()
+			ss.PeerResetReason, ss.ResetReason = resetReasons(p.sf)
 		}
 		switch {
 		case p.ended.Load():

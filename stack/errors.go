@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 )
 
 // ErrChecksum is returned by Read when a DSS checksum did not match: the
@@ -13,6 +14,17 @@ var ErrChecksum = errors.New("umptcp: DSS checksum mismatch")
 // ErrProtocol is returned when the peer violated RFC 8684 in a way that
 // ends the connection, e.g. data without a mapping.
 var ErrProtocol = errors.New("umptcp: MPTCP protocol violation")
+
+// ErrAborted is returned by Read and Write, pending or later, after the
+// connection was aborted locally with Conn.Abort (MP_FASTCLOSE, RFC 8684
+// §3.5, or a TCP reset after fallback). It wraps syscall.ECONNABORTED.
+var ErrAborted = fmt.Errorf("umptcp: connection aborted locally (Abort): %w", syscall.ECONNABORTED)
+
+// ErrPeerFastclose is returned by Read and Write, pending or later, once
+// the peer aborted the connection with MP_FASTCLOSE (RFC 8684 §3.5): the
+// MPTCP equivalent of a TCP reset, so it wraps syscall.ECONNRESET, and
+// unread data is discarded.
+var ErrPeerFastclose = fmt.Errorf("umptcp: connection reset by peer with MP_FASTCLOSE: %w", syscall.ECONNRESET)
 
 // timeoutError is returned when a deadline passes; it is a net.Error.
 type timeoutError struct{}

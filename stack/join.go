@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -14,42 +15,42 @@ import (
 // joinTimeout bounds the MP_JOIN handshake of one additional subflow.
 const joinTimeout = 10 * time.Second
 
-// openSubflows opens the additional subflows the path manager asks for,
-// once the peer surely knows our key (its first DSS arrived; a server that
-// has not processed our third ACK yet would refuse the joins), or after a
-// second if it sends nothing.
-func (c *Conn) openSubflows() {
-	eps := c.s.pm.SubflowsFor(c.first.local.Addr(), c.first.remote.Addr())
-	if len(eps) == 0 {
-		return
-	}
+// waitFullyEstablished waits until the peer surely knows our key (its first
+// DSS arrived on the initial subflow; a server that has not processed our
+// third ACK yet would refuse joins and ignore announcements), or a second
+// if it sends nothing. It reports false if the connection closed.
+func (c *Conn) waitFullyEstablished() bool {
 	deadline := time.Now().Add(time.Second)
 	for !c.first.sf.FullyEstablished() && time.Now().Before(deadline) {
 		select {
 		case <-c.closing:
-			return
+			return false
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	for _, e := range eps {
-		go c.join(e)
+	return true
+}
+
+// join opens one additional subflow from our address local (ID localID)
+// to remote, on local's link, and reports the outcome to the path manager:
+// SubflowEstablished (from addPath) or SubflowClosed.
+func (c *Conn) join(local netip.Addr, localID uint8, remote netip.AddrPort, backup bool) {
+	err := c.tryJoin(local, localID, remote, backup)
+	if err != nil {
+		c.emit(pm.Event{Kind: pm.SubflowClosed, Local: netip.AddrPortFrom(local, 0), Remote: remote, LocalID: localID, Backup: backup, Err: err})
 	}
 }
 
-// join opens one additional subflow from endpoint e to the peer's address
-// of the initial subflow, on e's link.
-func (c *Conn) join(e pm.Endpoint) {
-	remote := c.first.remote
+func (c *Conn) tryJoin(local netip.Addr, localID uint8, remote netip.AddrPort, backup bool) (err error) {
 	full, proto := toFull(remote)
 	var wq waiter.Queue
 	ep, terr := c.s.gs.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
 	if terr != nil {
-		return
+		return wrapf("join: new endpoint: %s", terr)
 	}
-	ok := false
 	var sf *subflow.Subflow
 	defer func() {
-		if !ok {
+		if err != nil {
 			ep.Abort()
 			ep.Close()
 			if sf != nil {
@@ -57,23 +58,22 @@ func (c *Conn) join(e pm.Endpoint) {
 			}
 		}
 	}()
-	if nic, found := c.s.nicOf[e.Addr]; found {
+	if nic, found := c.s.nicOf[local]; found {
 		// Keep the subflow on its own link even where routes would pick
 		// another one for the peer's address.
 		ep.SocketOptions().SetBindToDevice(int32(nic))
 	}
-	localFull, _ := toFull(netip.AddrPortFrom(e.Addr, 0))
-	if ep.Bind(localFull) != nil {
-		return
+	localFull, _ := toFull(netip.AddrPortFrom(local, 0))
+	if terr := ep.Bind(localFull); terr != nil {
+		return wrapf("join: bind %s: %s", local, terr)
 	}
 	bound, terr := ep.GetLocalAddress()
 	if terr != nil {
-		return
+		return wrapf("join: %s", terr)
 	}
-	var err error
-	sf, err = c.s.reg.Join(c.meta, netip.AddrPortFrom(e.Addr, bound.Port), remote, e.Flags&pm.Backup != 0)
+	sf, err = c.s.reg.Join(c.meta, netip.AddrPortFrom(local, bound.Port), remote, localID, backup)
 	if err != nil {
-		return
+		return wrapf("join: %w", err)
 	}
 	entry, notify := waiter.NewChannelEntry(waiter.WritableEvents)
 	wq.EventRegister(&entry)
@@ -89,21 +89,36 @@ func (c *Conn) join(e pm.Endpoint) {
 		terr = ep.LastError()
 	}
 	wq.EventUnregister(&entry)
-	if terr != nil || tcp.EndpointState(ep.State()) != tcp.StateEstablished {
-		return
+	switch terr.(type) {
+	case nil:
+	case *tcpip.ErrConnectionRefused, *tcpip.ErrConnectionReset:
+		// The peer answered with a reset: it does not take this join.
+		why := "reset"
+		if r, ok := sf.PeerResetReason(); ok {
+			why = fmt.Sprintf("reset, MP_TCPRST reason %d", r)
+		}
+		return fmt.Errorf("umptcp: join %s -> %s: %w (%s)", local, remote, pm.ErrJoinRejected, why)
+	default:
+		return wrapf("join %s -> %s: %s", local, remote, terr)
+	}
+	if tcp.EndpointState(ep.State()) != tcp.StateEstablished {
+		return wrapf("join %s -> %s: no answer within %v", local, remote, joinTimeout)
 	}
 	select {
 	case <-sf.Ready():
 	case <-timeout.C:
-		return
+		return wrapf("join %s -> %s: the peer did not acknowledge the third ACK", local, remote)
 	case <-c.closing:
-		return
+		return wrapf("join %s -> %s: connection closed", local, remote)
 	}
-	if failed, _ := sf.Failed(); failed {
-		return
+	if failed, why := sf.Failed(); failed {
+		return fmt.Errorf("umptcp: join %s -> %s: %w (%s)", local, remote, pm.ErrJoinRejected, why)
 	}
 	c.first.sf.MarkFullyEstablished()
-	ok = c.addPath(sf, ep, &wq)
+	if !c.addPath(sf, ep, &wq) {
+		return wrapf("join %s -> %s: connection closed", local, remote)
+	}
+	return nil
 }
 
 // attachJoin gives a server subflow that joined a connection to it.
@@ -125,9 +140,18 @@ func (c *Conn) addPath(sf *subflow.Subflow, ep tcpip.Endpoint, wq *waiter.Queue)
 		c.pmu.Unlock()
 		return false
 	}
+	again := false
+	t := sf.Tuple()
+	for _, q := range c.paths {
+		again = again || (q.ended.Load() && q.local.Addr() == t.Local.Addr() && q.remote == t.Remote)
+	}
 	p := c.newPathLocked(sf, ep, wq)
 	c.pmu.Unlock()
+	if again {
+		c.s.reg.MIB().Inc(subflow.SubflowRecreate)
+	}
 	sf.Adopt()
 	c.startPath(p)
+	c.emit(p.event(pm.SubflowEstablished, nil))
 	return true
 }

@@ -126,6 +126,7 @@ func (l *Listener) dispatch(ep tcpip.Endpoint, wq *waiter.Queue) {
 	}
 	if l.joinsOnly.Load() {
 		if sf != nil {
+			l.s.reg.MIB().Inc(subflow.MismatchPortSynRx)
 			sf.Close()
 		}
 		ep.Abort()
@@ -148,7 +149,10 @@ func (l *Listener) dispatch(ep tcpip.Endpoint, wq *waiter.Queue) {
 // JoinsOnly stops accepting new connections (they are reset) while joins
 // (MP_JOIN subflows) to the connections already accepted are still taken:
 // for a server that serves a fixed set of connections. Close ends both.
-func (l *Listener) JoinsOnly() { l.joinsOnly.Store(true) }
+func (l *Listener) JoinsOnly() {
+	l.joinsOnly.Store(true)
+	l.s.reg.JoinsOnly(l.port)
+}
 
 // Close stops listening. Accepted connections are not affected.
 func (l *Listener) Close() error {

@@ -29,12 +29,16 @@ type path struct {
 	ended      atomic.Bool // the reader stopped: reset, FIN, or error
 	isStale    atomic.Bool // mirrors stale, for Stats
 	endErr     atomic.Pointer[error]
-	wake       waiter.Entry // pokes the sender when the endpoint errs or hangs up
+	closeWhy   atomic.Pointer[string] // we reset it, and why
+	onPurpose  atomic.Bool            // ... because of a command or an address removal, not a failure
+	wake       waiter.Entry           // pokes the sender when the endpoint errs or hangs up
 
 	// owned by the sender goroutine
 	sent          dsnRanges // DSN ranges handed to this subflow, not yet DATA_ACKed
 	redNxt        uint64    // redundant scheduling: the next DSN this subflow sends
 	stale         bool      // repeated RTOs without progress: no new data
+	staleSince    time.Time // when it became stale
+	zeroWnd       bool      // the peer's window is closed (see state)
 	retired       bool      // ended, and its data was reinjected
 	finSent       bool      // DATA_FIN announced on it
 	progAcked     uint64    // subflow-level acked offset at the last progress
@@ -93,6 +97,9 @@ func (p *path) state() (sp scheduler.Path, written, acked uint64) {
 		Backup:   pr.Backup,
 	}
 	written, acked = pr.Written, pr.Acked
+	// A closed window is the peer's flow control (its application does
+	// not read): the timeouts gVisor counts meanwhile are window probes.
+	p.zeroWnd = pr.PeerWindow < uint64(mss)
 	return sp, written, acked
 }
 

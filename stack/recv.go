@@ -2,6 +2,7 @@ package stack
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/umptcp/umptcp/internal/reasm"
 	"github.com/umptcp/umptcp/option"
+	"github.com/umptcp/umptcp/pm"
 	"github.com/umptcp/umptcp/subflow"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -17,13 +19,17 @@ import (
 // Read reads in-order data; io.EOF after the peer's DATA_FIN.
 func (c *Conn) Read(b []byte) (int, error) {
 	if !c.mptcp {
-		return c.first.tc.Read(b)
+		n, err := c.first.tc.Read(b)
+		return n, c.plainError("read", err)
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for {
 		if c.rclosed {
 			return 0, opError("read", c, net.ErrClosed)
+		}
+		if isReset(c.rerr) { // Abort or MP_FASTCLOSE: unread data is gone
+			return 0, opError("read", c, c.rerr)
 		}
 		if c.ring != nil && c.ring.Buffered() > 0 {
 			if len(b) == 0 {
@@ -60,6 +66,9 @@ func (c *Conn) readLoop(p *path) {
 	for {
 		_, terr := p.ep.Read(w, tcpip.ReadOptions{})
 		if w.err != nil {
+			if c.readerFailed(p, w.err) {
+				return
+			}
 			c.fail(w.err)
 			c.abortPaths()
 			c.pathEnded(p, w.err)
@@ -69,11 +78,19 @@ func (c *Conn) readLoop(p *path) {
 			w.n = 0
 			p.sf.AckIfStale()
 		}
+		if w.full {
+			// Flow control: gVisor keeps the rest, its window closes,
+			// and it goes on acknowledging what arrives.
+			w.full = false
+			c.waitRoom(w.fullAt)
+			continue
+		}
 		switch terr.(type) {
 		case nil:
 		case *tcpip.ErrWouldBlock:
 			<-ready
 		case *tcpip.ErrClosedForReceive:
+			c.fallbackEOF(p, w.off)
 			c.pathEnded(p, io.EOF)
 			return
 		default:
@@ -92,13 +109,23 @@ type subflowReader struct {
 	pend pending
 	n    int   // bytes taken since the reader last looked
 	err  error // a protocol error: the connection is done
+	// full: the receive buffer had no room for the byte at DSN fullAt.
+	full   bool
+	fullAt uint64
 }
 
 func (r *subflowReader) Write(b []byte) (int, error) {
 	if r.err != nil {
 		return 0, r.err
 	}
+	start := r.off
 	if err := r.c.ingest(r.sf, b, &r.off, &r.pend); err != nil {
+		n := int(r.off - start)
+		r.n += n
+		if full, ok := err.(errRingFull); ok {
+			r.full, r.fullAt = true, full.dsn
+			return n, err
+		}
 		r.err = err
 		return 0, err
 	}
@@ -126,9 +153,20 @@ type pending struct {
 	m    subflow.Mapping
 	data []byte
 	on   bool
+	// ready is the verified tail of a mapping that did not fit in the
+	// receive buffer yet (it aliases data); readyDSN is its DSN.
+	ready    []byte
+	readyDSN uint64
 }
 
 func (c *Conn) ingest(sf *subflow.Subflow, b []byte, off *uint64, p *pending) error {
+	if len(p.ready) > 0 {
+		n := c.deliver(p.readyDSN, p.ready)
+		p.ready, p.readyDSN = p.ready[n:], p.readyDSN+uint64(n)
+		if len(p.ready) > 0 {
+			return errRingFull{p.readyDSN}
+		}
+	}
 	for len(b) > 0 {
 		m, ok := sf.MappingAt(*off)
 		if !ok {
@@ -147,14 +185,24 @@ func (c *Conn) ingest(sf *subflow.Subflow, b []byte, off *uint64, p *pending) er
 				var sum option.Sum
 				sum.Add(p.data)
 				if !option.VerifyDSSChecksum(m.DSN, m.SSN, m.WireLen, sum.Value(), m.Checksum) {
-					sf.CountChecksumFailure()
-					return wrapf("%w (DSN %d, %d bytes)", ErrChecksum, m.DSN, m.Len)
+					p.on = false
+					if err := c.checksumFailed(sf, m); err != nil {
+						return err
+					}
+				} else {
+					p.on = false
+					if n := c.deliver(m.DSN, p.data); n < len(p.data) {
+						// Verified, but the ring is full: the rest
+						// goes in first once the application reads.
+						p.ready, p.readyDSN = p.data[n:], m.DSN+uint64(n)
+						*off += uint64(take)
+						return errRingFull{p.readyDSN}
+					}
 				}
-				c.deliver(m.DSN, p.data)
-				p.on = false
 			}
-		} else {
-			c.deliver(m.DSN+(*off-m.Off), b[:take])
+		} else if n := c.deliver(m.DSN+(*off-m.Off), b[:take]); n < take {
+			*off += uint64(n)
+			return errRingFull{m.DSN + (*off - m.Off)}
 		}
 		*off += uint64(take)
 		b = b[take:]
@@ -162,37 +210,54 @@ func (c *Conn) ingest(sf *subflow.Subflow, b []byte, off *uint64, p *pending) er
 	return nil
 }
 
+// errRingFull stops a subflow's reader: the byte at dsn does not fit in
+// the receive buffer until the application reads. The reader returns from
+// gVisor's Read (which holds the endpoint's lock while it copies, so that
+// waiting inside it would stop the endpoint's ACKs and make the peer time
+// out) and waits for room outside.
+type errRingFull struct{ dsn uint64 }
+
+func (errRingFull) Error() string { return "umptcp: receive buffer full" }
+
+// waitRoom waits until the byte at dsn fits in the receive buffer, or the
+// connection is closed or failed.
+func (c *Conn) waitRoom(dsn uint64) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for !c.rclosed && c.rerr == nil && c.ring != nil && dsn-c.meta.RemoteIDSN() >= c.ring.ReadPos()+uint64(c.ring.Cap()) {
+		c.rcond.Wait()
+	}
+}
+
 // deliver puts data with DSN dsn into the receive buffer, in its place
 // among what other subflows delivered. Duplicates are dropped. Bytes
 // beyond the buffer's window wait here, holding up this subflow's reader
 // (so its TCP window closes), until the application reads.
-func (c *Conn) deliver(dsn uint64, data []byte) {
+func (c *Conn) deliver(dsn uint64, data []byte) int {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	if c.discardLocked(dsn, len(data)) {
+		return len(data)
+	}
 	if c.ring == nil {
 		// The ring counts from the peer's IDSN: a 64-bit hash, which
 		// absolute DSNs could wrap around.
 		c.ring = reasm.New(c.s.rcvBuf, 1)
 	}
-	base := c.meta.RemoteIDSN()
-	for {
-		before := c.ring.Next()
-		n := c.ring.Put(dsn-base, data)
-		if c.rclosed {
-			c.ring.Discard(c.ring.Buffered())
-		}
-		if c.ring.Next() != before {
-			c.checkFinLocked()
-			c.meta.SetDataAck(c.dataAckLocked())
-			c.rcond.Broadcast()
-		}
-		data = data[n:]
-		dsn += uint64(n)
-		if len(data) == 0 || c.rerr != nil {
-			return
-		}
-		c.rcond.Wait()
+	before := c.ring.Next()
+	n := c.ring.Put(dsn-c.meta.RemoteIDSN(), data)
+	if c.rclosed {
+		c.ring.Discard(c.ring.Buffered())
 	}
+	if c.ring.Next() != before {
+		c.checkFinLocked()
+		c.meta.SetDataAck(c.dataAckLocked())
+		c.rcond.Broadcast()
+	}
+	if c.rerr != nil || c.rclosed {
+		return len(data) // nobody will read it
+	}
+	return n
 }
 
 // nextLocked is the next DSN expected in order.
@@ -232,6 +297,14 @@ func (c *Conn) dataAckLocked() uint64 {
 // subflow's unacknowledged data again elsewhere.
 func (c *Conn) pathEnded(p *path, err error) {
 	p.endErr.Store(&err)
+	perr := err
+	if why := p.closeWhy.Load(); why != nil {
+		perr = errors.New("umptcp: " + *why)
+		if p.onPurpose.Load() {
+			perr = fmt.Errorf("umptcp: %w: %s", pm.ErrClosedOnPurpose, *why)
+		}
+	}
+	c.emit(p.event(pm.SubflowClosed, perr))
 	c.pmu.Lock()
 	p.ended.Store(true)
 	live := 0

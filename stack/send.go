@@ -1,10 +1,13 @@
 package stack
 
 import (
+	"fmt"
 	"net"
 	"time"
 
+	"github.com/umptcp/umptcp/option"
 	"github.com/umptcp/umptcp/scheduler"
+	"github.com/umptcp/umptcp/subflow"
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
@@ -16,7 +19,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		c.wmu.Lock()
 		c.bytesSent += uint64(n)
 		c.wmu.Unlock()
-		return n, err
+		return n, c.plainError("write", err)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -86,6 +89,7 @@ type sender struct {
 	schedNxt uint64     // next new DSN to hand to a subflow
 	reinject []dsnRange // DSNs to send again, oldest first
 	finSet   bool       // our DATA_FIN is set
+	fbFin    bool       // fell back: TCP's FIN sent as the DATA_FIN (fallback.go)
 
 	subflowBusy bool // at the last pump a subflow held bytes its peer had not acknowledged
 
@@ -107,6 +111,9 @@ func newSender(c *Conn) *sender {
 // pump hands as much data to the subflows as they take now: reinjections
 // first, then new data as the scheduler decides, then the DATA_FIN.
 func (sn *sender) pump() {
+	if sn.pumpFallback() {
+		return
+	}
 	c := sn.c
 	una := c.meta.SndUna()
 	c.wmu.Lock()
@@ -162,6 +169,7 @@ func (sn *sender) pump() {
 		sn.views = append(sn.views, view)
 	}
 	sn.checkDataRTO(una)
+	sn.resetDead()
 
 	// Nothing goes beyond the peer's data-level receive window.
 	limit := min(nxt, max(c.meta.SndWndEnd(), una))
@@ -215,22 +223,45 @@ func (sn *sender) checkStale(p *path, una, written, acked uint64) bool {
 			sn.reinject = p.sent.take(sn.reinject)
 		}
 	}
-	if acked > p.progAcked || written == acked {
+	if acked > p.progAcked || written == acked || p.zeroWnd {
 		p.progAcked = acked
 		p.progRTOs = p.rtoCount()
 		p.rtoReinjected = false
 		if p.stale {
 			p.stale = false
 			p.isStale.Store(false)
+			sn.c.s.reg.MIB().Inc(subflow.SubflowRecover)
 		}
 		return false
 	}
 	if !p.stale && p.rtoCount() >= p.progRTOs+staleRTOs {
 		p.stale = true
+		p.staleSince = time.Now()
 		p.isStale.Store(true)
 		sn.reinject = p.sent.take(sn.reinject)
+		sn.c.s.reg.MIB().Inc(subflow.SubflowStale)
 	}
 	return p.stale
+}
+
+// resetDead resets the subflows that have been stale for longer than the
+// stack's SubflowTimeout while another subflow works: their path failed.
+// The path manager learns it (SubflowClosed) and opens the subflow again
+// once the path is back. The last working subflow is never reset: a lone
+// path that comes back recovers by itself, as TCP does.
+func (sn *sender) resetDead() {
+	timeout := sn.c.s.sfTimeout
+	if timeout < 0 || len(sn.usable) == 0 {
+		return
+	}
+	for _, p := range sn.paths {
+		if p.stale && !p.ended.Load() && time.Since(p.staleSince) > timeout && p.closeWhy.Load() == nil {
+			why := fmt.Sprintf("no progress for %v (path failed)", timeout)
+			p.closeWhy.Store(&why)
+			p.sf.SetResetReason(option.ReasonUnacceptablePerformance)
+			p.ep.Abort()
+		}
+	}
 }
 
 // checkDataRTO queues the oldest outstanding bytes for another send when
@@ -320,17 +351,7 @@ func (sn *sender) sendRedundant(una, nxt uint64, haveRegular bool) {
 // round.
 func (sn *sender) write(i int, dsn uint64, n int) int {
 	p := sn.usable[i]
-	c := sn.c
-	c.wmu.Lock()
-	x, y := c.sbuf.slices(dsn, dsn+uint64(n))
-	c.wmu.Unlock()
-	// The bytes stay put while we copy: only this goroutine frees them,
-	// and the application writes only outside [una, nxt).
-	sn.pl = payload{x: x, y: y, sf: p.sf}
-	p.sf.WillWrite(dsn)
-	w, err := p.ep.Write(&sn.pl, tcpip.WriteOptions{})
-	p.sf.Wrote(int(w))
-	sn.pl = payload{}
+	w, err := sn.writeTo(p, dsn, uint64(n))
 	if w > 0 {
 		p.sent.add(dsn, dsn+uint64(w))
 	}
@@ -341,4 +362,21 @@ func (sn *sender) write(i int, dsn uint64, n int) int {
 		v.Room = 0
 	}
 	return int(w)
+}
+
+// writeTo hands the send buffer's bytes [dsn, dsn+n) to p's endpoint, with
+// their mapping, and returns how many it took.
+func (sn *sender) writeTo(p *path, dsn, n uint64) (int64, tcpip.Error) {
+	c := sn.c
+	c.wmu.Lock()
+	x, y := c.sbuf.slices(dsn, dsn+n)
+	c.wmu.Unlock()
+	// The bytes stay put while we copy: only this goroutine frees them,
+	// and the application writes only outside [una, nxt).
+	sn.pl = payload{x: x, y: y, sf: p.sf}
+	p.sf.WillWrite(dsn)
+	w, err := p.ep.Write(&sn.pl, tcpip.WriteOptions{})
+	p.sf.Wrote(int(w))
+	sn.pl = payload{}
+	return w, err
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/umptcp/umptcp/pm"
 	"github.com/umptcp/umptcp/scheduler"
@@ -59,8 +60,25 @@ type Config struct {
 	// address of the initial subflow.
 	Endpoints []pm.Endpoint
 	// Limits bound the additional subflows of a connection, opened or
-	// accepted (nil: pm.DefaultLimits).
+	// accepted, and the peer's addresses it uses (nil: pm.DefaultLimits).
 	Limits *pm.Limits
+	// PathManager, when set, replaces the built-in path manager (made
+	// from Endpoints and Limits): it gets every connection's events and
+	// decides which subflows and announcements there are (see package
+	// pm). If it implements pm.Attacher it is attached to the stack.
+	PathManager pm.Handler
+
+	// SubflowTimeout is how long a subflow may make no progress
+	// (repeated retransmission timeouts) before it is reset, while
+	// another subflow of the connection works: its path has failed, and
+	// the path manager opens it again when the path comes back. 0 means
+	// 15 s; negative never resets (a connection's last working subflow
+	// is never reset for this).
+	SubflowTimeout time.Duration
+
+	// Logf, when set, receives what the path manager did or could not do
+	// (verbose output).
+	Logf func(format string, args ...any)
 }
 
 const (
@@ -75,15 +93,21 @@ type Stack struct {
 	layers       []*subflow.Layer
 	rcvBuf       int
 	sndBuf       int
-	pm           *pm.Manager
+	pmh          pm.Handler  // the path manager
+	builtin      *pm.Manager // the built-in one, if it is pmh
 	nicOf        map[netip.Addr]tcpip.NICID
+	prefixes     []netip.Prefix // our addresses with their on-link prefixes
+	logf         func(format string, args ...any)
+	sfTimeout    time.Duration
 	newScheduler func() scheduler.Scheduler
 
 	mu    sync.Mutex
 	conns map[*Conn]struct{}
 	lns   map[*Listener]struct{}
-	metas map[*subflow.Meta]*Conn // MPTCP connections, for joins
-	done  bool
+	// joinLns accept joins on the ports of signal endpoints.
+	joinLns map[netip.AddrPort]*Listener
+	metas   map[*subflow.Meta]*Conn // MPTCP connections, for joins
+	done    bool
 }
 
 // New creates a stack over cfg.Links.
@@ -96,7 +120,7 @@ func New(cfg Config) (*Stack, error) {
 		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol},
 	})
 	s := &Stack{gs: gs, reg: subflow.NewRegistry(cfg.Checksum), rcvBuf: cfg.ReceiveBuffer, sndBuf: cfg.SendBuffer,
-		nicOf: make(map[netip.Addr]tcpip.NICID),
+		nicOf: make(map[netip.Addr]tcpip.NICID), logf: cfg.Logf, joinLns: make(map[netip.AddrPort]*Listener),
 		conns: make(map[*Conn]struct{}), lns: make(map[*Listener]struct{}), metas: make(map[*subflow.Meta]*Conn)}
 	if s.rcvBuf <= 0 {
 		s.rcvBuf = defaultReceiveBuffer
@@ -137,6 +161,7 @@ func New(cfg Config) (*Stack, error) {
 		for _, p := range l.Addrs {
 			a := p.Addr().Unmap()
 			s.nicOf[a] = tcpip.NICID(i + 1)
+			s.prefixes = append(s.prefixes, netip.PrefixFrom(a, p.Bits()))
 			local = append(local, a)
 			flags := pm.Subflow
 			if l.Backup {
@@ -152,13 +177,37 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.Limits != nil {
 		limits = *cfg.Limits
 	}
-	s.pm = pm.New(endpoints, limits)
+	if err := pm.CheckEndpoints(endpoints); err != nil {
+		gs.Close()
+		return nil, wrapf("%v", err)
+	}
+	for _, e := range endpoints {
+		if _, ok := s.nicOf[e.Addr.Unmap()]; !ok {
+			gs.Close()
+			return nil, wrapf("endpoint %s is not an address of any link", e.Addr)
+		}
+	}
+	s.pmh = cfg.PathManager
+	if s.pmh == nil {
+		s.builtin = pm.New(endpoints, limits)
+		s.pmh = s.builtin
+	}
+	s.sfTimeout = cfg.SubflowTimeout
+	if s.sfTimeout == 0 {
+		s.sfTimeout = defaultSubflowTimeout
+	}
 	s.reg.SetMaxSubflows(limits.Subflows + 1)
 	multi := len(cfg.Links) > 1
 	if !multi {
 		local = nil
 	}
-	s.reg.SetAddresses(s.pm.AddrIDs(), local)
+	ids := make(map[netip.Addr]uint8)
+	if s.builtin != nil {
+		for _, e := range s.builtin.Endpoints() {
+			ids[e.Addr] = e.ID
+		}
+	}
+	s.reg.SetAddresses(ids, local)
 	if multi {
 		// The weak host model: a packet to any of our addresses is
 		// accepted on any link (a peer may reach the address of the
@@ -206,8 +255,21 @@ func New(cfg Config) (*Stack, error) {
 		}
 	}
 	gs.SetRouteTable(append(routes, defaults...))
+	if a, ok := s.pmh.(pm.Attacher); ok {
+		if err := a.Attach(stackHost{s}); err != nil {
+			s.Close()
+			return nil, wrapf("path manager: %v", err)
+		}
+	}
 	return s, nil
 }
+
+// defaultSubflowTimeout: see Config.SubflowTimeout.
+const defaultSubflowTimeout = 15 * time.Second
+
+// PathManager returns the built-in path manager, through which endpoints
+// and limits change at run time (nil when Config.PathManager replaced it).
+func (s *Stack) PathManager() *pm.Manager { return s.builtin }
 
 func (s *Stack) bindMeta(m *subflow.Meta, c *Conn) {
 	s.mu.Lock()

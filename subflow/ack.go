@@ -97,12 +97,13 @@ func (s *Subflow) dataFinTickLocked() {
 // in use, does not count it as a duplicate ACK) with a fresh DSS.
 func (s *Subflow) sendPureAckLocked(withFin bool) { s.sendAckLocked(withFin, nil) }
 
-// sendAckLocked is sendPureAckLocked with extra options (MP_PRIO) after
-// the DSS.
-func (s *Subflow) sendAckLocked(withFin bool, extra []byte) {
+// sendAckLocked is sendPureAckLocked with extra options (MP_PRIO,
+// ADD_ADDR, REMOVE_ADDR) after the DSS. It reports whether the extra
+// options left.
+func (s *Subflow) sendAckLocked(withFin bool, extra []byte) bool {
 	l := s.out.Load()
 	if l == nil || !s.last.valid || s.last.closed {
-		return
+		return false
 	}
 	m := s.meta
 	var d option.DSS
@@ -114,7 +115,7 @@ func (s *Subflow) sendAckLocked(withFin bool, extra []byte) {
 		s.addDataFin(&d, fin-1)
 	}
 	if !d.HasDataAck && !d.HasMapping && len(extra) == 0 {
-		return
+		return false
 	}
 	var opts [2 * maxTCPOptions]byte
 	o := s.appendTS(opts[:0])
@@ -126,10 +127,18 @@ func (s *Subflow) sendAckLocked(withFin bool, extra []byte) {
 		s.counters.AcksSent++
 		l.writeSegment(s.tuple, s.last.seq, s.last.ack, header.TCPFlagAck, s.last.wnd, pad(o))
 		o = s.appendTS(opts[:0])
+		if len(o)+len(extra) > maxTCPOptions {
+			// An IPv6 ADD_ADDR with a port (30 bytes) does not fit next
+			// to timestamps either; a pure ACK without them is accepted
+			// by Linux (it drops segments without a timestamp only when
+			// they fail PAWS, which needs one).
+			o = o[:0]
+		}
 	}
 	o = append(o, extra...)
 	s.counters.AcksSent++
 	l.writeSegment(s.tuple, s.last.seq, s.last.ack, header.TCPFlagAck, s.last.wnd, pad(o))
+	return true
 }
 
 // writeSegment builds an IPv4/IPv6 TCP segment without payload (an ACK or

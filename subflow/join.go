@@ -72,8 +72,10 @@ func (s *Subflow) joinSynAckLocked(h header.TCP, set *option.Set) verdict {
 	m := s.meta
 	want := option.TruncHMAC(option.JoinHMAC(m.remoteKey, m.localKey, j.Nonce, s.localNonce))
 	if j.TruncHMAC != want {
+		s.reg.mib.Inc(MPJoinSynAckHMacFailure)
 		return s.failLocked(h, 0, "MP_JOIN SYN-ACK with a wrong HMAC", option.ReasonMPTCPError)
 	}
+	s.reg.mib.Inc(MPJoinSynAckRx)
 	s.remoteNonce, s.remoteID, s.peerBackup = j.Nonce, j.AddrID, j.Backup
 	s.establishLocked()
 	s.joinTries = 0
@@ -90,8 +92,10 @@ func (s *Subflow) joinThirdAckLocked(h header.TCP, set *option.Set) verdict {
 	m := s.meta
 	want := option.JoinHMAC(m.remoteKey, m.localKey, s.remoteNonce, s.localNonce)
 	if subtle.ConstantTimeCompare(j.HMAC[:], want[:option.MPJoinHMACLen]) != 1 {
+		s.reg.mib.Inc(MPJoinAckHMacFailure)
 		return s.failLocked(h, 0, "MP_JOIN third ACK with a wrong HMAC", option.ReasonMPTCPError)
 	}
+	s.reg.mib.Inc(MPJoinAckRx)
 	s.establishLocked()
 	s.noteEcr(h)
 	s.counters.JoinAcksSent++
@@ -165,6 +169,8 @@ func (s *Subflow) failLocked(h header.TCP, payloadLen int, why string, reason ui
 		o := option.TCPRST{Reason: reason}
 		l.writeSegment(s.tuple, seq, ack, flags, 0, pad(o.Append(opts[:0])))
 		s.counters.ResetsSent++
+		s.rst.sent = reason + 1
+		s.reg.mib.Inc(MPRstTx) // as Linux counts the RST of a subflow it resets
 	}
 	if s.role == Server {
 		go s.Close() // nobody will accept it: forget it now
@@ -241,7 +247,9 @@ func (s *Subflow) SetBackup(b bool) {
 	if s.st == stateEstablished {
 		p := option.MPPrio{Backup: b}
 		var buf [4]byte
-		s.sendAckLocked(false, p.Append(buf[:0]))
+		if s.sendAckLocked(false, p.Append(buf[:0])) {
+			s.reg.mib.Inc(MPPrioTx)
+		}
 	}
 }
 
@@ -253,13 +261,18 @@ type Progress struct {
 	Acked   uint64 // acknowledged by the peer at the TCP level
 	MSS     int    // largest payload sent: the effective MSS (0 before any data)
 	Backup  bool   // see Backup
+	// PeerWindow is the receive window the peer's last segment
+	// advertised, in bytes: 0 when it stopped reading (flow control,
+	// not a failure).
+	PeerWindow uint64
 }
 
 // Progress returns a snapshot, under one lock.
 func (s *Subflow) Progress() Progress {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Progress{Written: s.written, Sent: s.sndHigh, Acked: min(s.acked, s.sndHigh), MSS: s.maxSeg, Backup: s.localBackup || s.peerBackup}
+	return Progress{Written: s.written, Sent: s.sndHigh, Acked: min(s.acked, s.sndHigh), MSS: s.maxSeg, Backup: s.localBackup || s.peerBackup,
+		PeerWindow: uint64(s.lastWnd) << s.peerWS}
 }
 
 // FullyEstablished reports, for the initial subflow of a client, whether

@@ -427,6 +427,14 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 	}
 	var set option.Set
 	perr := option.ParseTCPOptions(seg.tcp.Options(), &set)
+	if sf == nil && l.reg.joinsOnly(t.Local.Port()) && (perr != nil || !set.Has(option.SubtypeMPJoin)) {
+		// A port that takes joins only (a signal endpoint's port, a
+		// listener that stopped accepting): a new connection is refused
+		// before gVisor completes a handshake for nobody.
+		l.reg.mib.Inc(MismatchPortSynRx)
+		l.rejectJoin(t, seg.tcp, seg.payloadLen, option.ReasonAdminProhibited)
+		return nil, true
+	}
 	if sf == nil && perr == nil {
 		switch {
 		case set.Has(option.SubtypeMPCapable) && set.MPCapable.Form == option.MPCSyn && set.MPCapable.Version == 1:
@@ -445,7 +453,11 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 		return nil, false
 	}
 	sf.out.CompareAndSwap(nil, l)
-	switch sf.inbound(seg.tcp, seg.payloadLen, &set, perr) {
+	v := sf.inbound(seg.tcp, seg.payloadLen, &set, perr)
+	if perr == nil && set.Has(option.SubtypeMPFastclose) {
+		sf.fastcloseIn(&set.MPFastclose, flags.Contains(header.TCPFlagRst)) // before gVisor sees the segment
+	}
+	switch v {
 	case drop:
 		return nil, true
 	case reset:

@@ -2,6 +2,7 @@ package subflow
 
 import (
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/umptcp/umptcp/option"
@@ -12,7 +13,7 @@ import (
 // arrive. The stack owns the connection; the subflows only read the values
 // the stack publishes here and report what the peer said.
 //
-// All fields are atomics: they are read on the per-packet path of several
+// All fields but the signal hand-over are atomics: they are read on the per-packet path of several
 // subflows and written by the stack's goroutines.
 type Meta struct {
 	localKey, remoteKey   uint64
@@ -36,6 +37,18 @@ type Meta struct {
 	wndEnd  atomic.Uint64 // right edge of the peer's data-level receive window
 
 	changed chan struct{} // poked when sndUna or peerFin advance
+
+	// joined is set once a subflow joined (MP_JOIN): from then on the
+	// connection may no longer fall back to TCP with an infinite mapping
+	// (RFC 8684 §3.7; Linux's allow_infinite_fallback).
+	joined atomic.Bool
+	fc     fastcloseHook // the peer's MP_FASTCLOSE, for the stack (fastclose.go)
+
+	// The peer's address and priority signals, for the path manager
+	// (see SetSignalFunc).
+	sigMu    sync.Mutex
+	sigFunc  func(Signal)
+	sigEarly []Signal
 }
 
 func newMeta(localKey uint64, token uint32, idsn uint64) *Meta {

@@ -56,6 +56,8 @@ const (
 	SubflowRecover
 	SubflowRecreate         // ours: subflows the path manager opened again after theirs died
 	FallbackOptionsStripped // ours: fell back because a middlebox removed MPTCP options
+	MPCapableDataFallback   // the first data after the handshake came without MPTCP options
+	DssFallback             // data without a DSS mapping later on (options stripped): fell back
 	numCounters
 )
 
@@ -108,6 +110,8 @@ var counterNames = [numCounters]string{
 	SubflowRecover:          "SubflowRecover",
 	SubflowRecreate:         "SubflowRecreate",
 	FallbackOptionsStripped: "FallbackOptionsStripped",
+	MPCapableDataFallback:   "MPCapableDataFallback",
+	DssFallback:             "DssFallback",
 }
 
 // MIBPrefix starts every counter's name as nstat prints it.

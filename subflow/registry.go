@@ -20,6 +20,7 @@ type Registry struct {
 	flows     map[Tuple]*Subflow
 	dials     map[dialKey]*Subflow
 	listening map[uint16]bool
+	joinOnly  map[uint16]bool // listening ports that refuse new connections
 	tokens    map[uint32]*Meta
 
 	// Checksum is this side's wish for DSS checksums (MP_CAPABLE flag A).
@@ -27,10 +28,11 @@ type Registry struct {
 
 	mib MIB
 
-	// Set before traffic flows, read-only afterwards.
+	// Guarded by mu (the path manager may change them at run time).
 	maxSubflows int                  // per connection, the initial one included
-	addrIDs     map[netip.Addr]uint8 // our addresses' IDs (0 is the initial subflow's)
-	localOnly   map[netip.Addr]bool  // non-nil: inbound packets must be to one of these
+	addrIDs     map[netip.Addr]uint8 // our addresses' IDs (0 is the initial subflow's); replaced, never changed in place
+	// Set before traffic flows, read-only afterwards.
+	localOnly map[netip.Addr]bool // non-nil: inbound packets must be to one of these
 }
 
 // DefaultMaxSubflows bounds the subflows of one connection, the initial one
@@ -50,6 +52,7 @@ func NewRegistry(checksum bool) *Registry {
 		flows:     make(map[Tuple]*Subflow),
 		dials:     make(map[dialKey]*Subflow),
 		listening: make(map[uint16]bool),
+		joinOnly:  make(map[uint16]bool),
 		tokens:    make(map[uint32]*Meta),
 		checksum:  checksum,
 
@@ -67,7 +70,27 @@ func (r *Registry) SetMaxSubflows(n int) {
 	if n < 1 {
 		n = 1
 	}
+	r.mu.Lock()
 	r.maxSubflows = n
+	r.mu.Unlock()
+}
+
+// SetAddrID gives our address a the ID id (1-255) for the joins that
+// follow; id 0 forgets it (joins from or to it say ID 0). The path manager
+// calls it when endpoints change at run time.
+func (r *Registry) SetAddrID(a netip.Addr, id uint8) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := make(map[netip.Addr]uint8, len(r.addrIDs)+1)
+	for k, v := range r.addrIDs {
+		ids[k] = v
+	}
+	if id == 0 {
+		delete(ids, a)
+	} else {
+		ids[a] = id
+	}
+	r.addrIDs = ids
 }
 
 // SetAddresses tells the registry the address IDs of the stack's addresses
@@ -79,6 +102,8 @@ func (r *Registry) SetMaxSubflows(n int) {
 // several paths to one address needs), and must never forward anything else.
 // Call it before traffic flows.
 func (r *Registry) SetAddresses(ids map[netip.Addr]uint8, localOnly []netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.addrIDs = ids
 	if localOnly != nil {
 		r.localOnly = make(map[netip.Addr]bool, len(localOnly))
@@ -133,15 +158,17 @@ func (r *Registry) Dial(localPort uint16, remote netip.AddrPort) (*Subflow, erro
 	}
 	s := newSubflow(r, Tuple{Local: netip.AddrPortFrom(netip.Addr{}, localPort), Remote: remote}, Client, m)
 	s.st = stateSynSent
+	r.mib.Inc(MPCapableSYNTX)
 	r.dials[dialKey{localPort, remote}] = s
 	return s, nil
 }
 
 // Join prepares an additional subflow of the connection of m (RFC 8684
 // §3.2) for an endpoint bound to local that is about to connect to remote:
-// its SYN will carry MP_JOIN with the peer's token. backup asks the peer to
-// use the subflow only when no other one can send.
-func (r *Registry) Join(m *Meta, local netip.AddrPort, remote netip.AddrPort, backup bool) (*Subflow, error) {
+// its SYN will carry MP_JOIN with the peer's token and our address ID
+// localID. backup asks the peer to use the subflow only when no other one
+// can send.
+func (r *Registry) Join(m *Meta, local netip.AddrPort, remote netip.AddrPort, localID uint8, backup bool) (*Subflow, error) {
 	nonce, err := newNonce()
 	if err != nil {
 		return nil, err
@@ -154,11 +181,12 @@ func (r *Registry) Join(m *Meta, local netip.AddrPort, remote netip.AddrPort, ba
 	s := newSubflow(r, Tuple{Local: local, Remote: remote}, Client, m)
 	s.join = true
 	s.localNonce = nonce
-	s.localID = r.addrID(m, local.Addr())
+	s.localID = localID
 	s.localBackup = backup
 	s.st = stateSynSent
 	m.subflows.Add(1)
 	r.dials[dialKey{local.Port(), remote}] = s
+	r.mib.Inc(MPJoinSynTx)
 	return s, nil
 }
 
@@ -169,12 +197,27 @@ func (r *Registry) Listen(port uint16) {
 	r.mu.Unlock()
 }
 
+// JoinsOnly makes a listening port refuse new connections (a reset to
+// their SYN) while it still takes joins.
+func (r *Registry) JoinsOnly(port uint16) {
+	r.mu.Lock()
+	r.joinOnly[port] = true
+	r.mu.Unlock()
+}
+
+func (r *Registry) joinsOnly(port uint16) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.joinOnly[port]
+}
+
 // Unlisten undoes Listen and forgets the server subflows on port that no
 // connection adopted (handshakes gVisor completed but nobody accepted).
 func (r *Registry) Unlisten(port uint16) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.listening, port)
+	delete(r.joinOnly, port)
 	for t, s := range r.flows {
 		if s.role == Server && t.Local.Port() == port && !s.adopted.Load() {
 			r.forgetLocked(s)
@@ -231,6 +274,7 @@ func (r *Registry) acceptSYN(t Tuple, peerWantsChecksum bool) *Subflow {
 		m.checksum.Store(true)
 	}
 	m.initialLocal = t.Local.Addr()
+	r.mib.Inc(MPCapableSYNRX)
 	s := newSubflow(r, t, Server, m)
 	s.st = stateSynReceived
 	r.flows[t] = s
@@ -266,11 +310,17 @@ func (r *Registry) acceptJoin(t Tuple, j *option.MPJoin) (*Subflow, joinVerdict,
 	if !r.listening[t.Local.Port()] {
 		return nil, joinNotOurs, 0
 	}
+	r.mib.Inc(MPJoinSynRx)
+	if j.Backup {
+		r.mib.Inc(MPJoinSynBackupRx)
+	}
 	m := r.tokens[j.Token]
 	if m == nil {
+		r.mib.Inc(MPJoinNoTokenFound)
 		return nil, joinRejected, option.ReasonMPTCPError
 	}
 	if !m.canAck.Load() || int(m.subflows.Load()) >= r.maxSubflows {
+		r.mib.Inc(MPJoinRejected)
 		return nil, joinRejected, option.ReasonAdminProhibited
 	}
 	s := newSubflow(r, t, Server, m)

@@ -97,11 +97,14 @@ type Subflow struct {
 	failWhy       string
 	joinTimer     *time.Timer // client: retransmits the third ACK
 	joinTries     int
-	acked         uint64 // subflow offset the peer acknowledged
-	maxSeg        int    // largest payload sent: the effective MSS
-	peerWS        uint8  // the peer's window scale shift
-	lastWnd       uint16 // window field of the segment being processed
-	peerRstReason int    // MP_TCPRST reason of the peer's reset; -1 if none
+	acked         uint64        // subflow offset the peer acknowledged
+	maxSeg        int           // largest payload sent: the effective MSS
+	peerWS        uint8         // the peer's window scale shift
+	lastWnd       uint16        // window field of the segment being processed
+	peerRstReason int           // MP_TCPRST reason of the peer's reset; -1 if none
+	fb            fallbackState // §3.7: MP_FAIL, infinite mapping, stripped options (fail.go)
+
+	rst rstState // what our RSTs say (fastclose.go)
 }
 
 // lastHeader is what the last segment gVisor sent on this subflow said; a
@@ -204,6 +207,9 @@ func (s *Subflow) establishLocked() {
 	s.stopHandshakeTimerLocked()
 	s.st = stateEstablished
 	close(s.established)
+	if s.join {
+		s.meta.joined.Store(true) // no infinite-mapping fallback from now on
+	}
 	if !s.join || s.role == Server {
 		s.readyLocked()
 	}
@@ -223,6 +229,13 @@ func (s *Subflow) WillWrite(dsn uint64) {
 // Taken records that the endpoint copied n more bytes of the current write.
 func (s *Subflow) Taken(n int) {
 	s.mu.Lock()
+	if s.fb.on {
+		s.takenFallbackLocked(n)
+		end := s.wDSN
+		s.mu.Unlock()
+		s.meta.noteSent(end)
+		return
+	}
 	limit := uint64(maxMapping)
 	if s.maxSeg > 0 {
 		limit = maxMapping / uint64(s.maxSeg) * uint64(s.maxSeg)
@@ -249,7 +262,7 @@ func (s *Subflow) MappingAt(off uint64) (Mapping, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rxRead = off
-	return s.rx.find(off)
+	return s.mappingLocked(off)
 }
 
 // CountChecksumFailure records a DSS checksum mismatch found by the reader.
@@ -270,6 +283,7 @@ func (s *Subflow) stopHandshakeTimerLocked() {
 func (s *Subflow) Close() {
 	s.mu.Lock()
 	s.stopHandshakeTimerLocked()
+	s.stopFailTimerLocked()
 	if s.ackTimer != nil {
 		s.ackTimer.Stop()
 	}
@@ -301,7 +315,7 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 	seq := h.SequenceNumber()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if payloadLen > 0 && s.st == stateEstablished && s.issOK && !flags.Contains(header.TCPFlagSyn) {
+	if payloadLen > 0 && (s.st == stateEstablished || s.fb.on) && s.issOK && !flags.Contains(header.TCPFlagSyn) {
 		off := expand(s.sndHigh, seq-(s.iss+1))
 		if _, n, ok := s.tx.lookup(off); ok && n < uint64(payloadLen) {
 			return dst, s.runsLocked(off, payloadLen, runs)
@@ -327,6 +341,9 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 				s.noteSynAck(h)
 				return s.joinSynAckOption(dst), nil
 			}
+			// A server that sends nothing after its SYN-ACK may still
+			// need a pure ACK of its own (an ADD_ADDR, a DATA_ACK).
+			s.noteSynAck(h)
 			o := option.MPCapable{Version: 1, Flags: s.mpcFlags(), SenderKey: s.meta.localKey, Form: option.MPCSynAck}
 			return o.Append(dst), nil
 		}
@@ -334,7 +351,10 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 	}
 	if flags.Contains(header.TCPFlagRst) {
 		s.last.closed = true
-		return dst, nil
+		return s.rstOptionsLocked(dst), nil
+	}
+	if s.fb.on {
+		return s.fallbackOutLocked(h, payloadLen, payloadSum, dst), nil
 	}
 	if s.st != stateEstablished || !s.issOK {
 		return dst, nil
@@ -548,10 +568,12 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 	m := s.meta
 	if flags.Contains(header.TCPFlagRst) && set.Has(option.SubtypeMPTCPRST) {
 		s.peerRstReason = int(set.TCPRST.Reason)
+		s.countPeerResetLocked()
 	}
 
 	switch s.st {
 	case stateFallback, stateFailed:
+		s.fallbackInLocked(h)
 		return pass
 	case stateSynSent:
 		if !flags.Contains(header.TCPFlagSyn | header.TCPFlagAck) {
@@ -565,9 +587,11 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 			return s.joinSynAckLocked(h, set)
 		}
 		if !set.Has(option.SubtypeMPCapable) || set.MPCapable.Form != option.MPCSynAck || set.MPCapable.Version != 1 {
+			s.reg.mib.Inc(MPCapableFallbackSYNACK)
 			s.fallbackLocked("SYN-ACK without MP_CAPABLE v1")
 			return pass
 		}
+		s.reg.mib.Inc(MPCapableSYNACKRX)
 		if set.MPCapable.Flags&option.FlagChecksum != 0 {
 			m.checksum.Store(true)
 		}
@@ -592,6 +616,7 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 		}
 		mpc := &set.MPCapable
 		if !set.Has(option.SubtypeMPCapable) || (mpc.Form != option.MPCAck && mpc.Form != option.MPCAckData && mpc.Form != option.MPCAckDataCsum) {
+			s.reg.mib.Inc(MPCapableFallbackACK)
 			s.fallbackLocked("third ACK without MP_CAPABLE")
 			return pass
 		}
@@ -603,15 +628,24 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 			m.checksum.Store(true)
 		}
 		m.setRemoteKey(mpc.SenderKey, option.IDSN(mpc.SenderKey))
+		s.reg.mib.Inc(MPCapableACKRX)
 		s.establishLocked()
 	case stateEstablished:
 		if s.join {
 			s.joinEstablishedLocked(h, payloadLen, set)
 		}
 	}
-	if set.Has(option.SubtypeMPPrio) && s.peerBackup != set.MPPrio.Backup {
-		s.peerBackup = set.MPPrio.Backup
-		m.poke()
+	if s.st == stateEstablished && set.Present&signalOptions != 0 {
+		s.signalsLocked(set)
+	}
+	if s.st == stateEstablished && set.Has(option.SubtypeMPFail) {
+		s.mpFailLocked(h, &set.MPFail)
+	}
+	if s.st == stateEstablished {
+		s.strippedAckLocked(h, payloadLen, set, parseErr)
+	}
+	if s.fb.on {
+		return pass
 	}
 
 	if !s.irsOK {
@@ -645,6 +679,10 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 				HasChecksum: mpc.Form == option.MPCAckDataCsum, Checksum: mpc.Checksum})
 		}
 	}
+	if set.Has(option.SubtypeDSS) && set.DSS.HasMapping && set.DSS.DataLen == 0 && (s.fb.failSent || s.infiniteAllowedLocked()) {
+		s.infiniteMapLocked(h, &set.DSS)
+		return pass
+	}
 	if set.Has(option.SubtypeDSS) && !s.applyDSS(&set.DSS) {
 		s.counters.SegmentsDropped++
 		return drop
@@ -653,6 +691,9 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 		off := expand(s.rcvRef, seq-(s.irs+1))
 		end := off + uint64(payloadLen)
 		if end > s.rxRead && !s.rx.covers(max(off, s.rxRead), end) {
+			if v := s.unmappedLocked(set); v != drop {
+				return v
+			}
 			s.counters.SegmentsDropped++
 			return drop
 		}

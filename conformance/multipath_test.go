@@ -159,7 +159,13 @@ func (u *multiRig) stackAddr() string {
 // it listens.
 func (u *multiRig) dialKernel(t *testing.T) (ours *stack.Conn, kernel net.Conn) {
 	t.Helper()
-	ln, err := ListenMPTCP(u.NS, "tcp", u.kernelAddr())
+	return u.dialKernelOn(t, "tcp", u.kernelAddr())
+}
+
+// dialKernelOn is dialKernel with the kernel listening on listen.
+func (u *multiRig) dialKernelOn(t *testing.T, network, listen string) (ours *stack.Conn, kernel net.Conn) {
+	t.Helper()
+	ln, err := ListenMPTCP(u.NS, network, listen)
 	require.NoError(t, err, "kernel listen")
 	Track(t, ln)
 	accepted := acceptAsync(ln)
@@ -188,7 +194,14 @@ func (u *multiRig) kernelClientPaths(t *testing.T) {
 func (u *multiRig) acceptKernel(t *testing.T) (ours *stack.Conn, kernel net.Conn) {
 	t.Helper()
 	u.kernelClientPaths(t)
-	ln, err := u.stack.Listen("tcp", u.stackAddr())
+	return u.acceptKernelOn(t, u.stackAddr())
+}
+
+// acceptKernelOn connects a kernel MPTCP client to our listener on listen
+// (the kernel dials our path 0 address).
+func (u *multiRig) acceptKernelOn(t *testing.T, listen string) (ours *stack.Conn, kernel net.Conn) {
+	t.Helper()
+	ln, err := u.stack.Listen("tcp", listen)
 	require.NoError(t, err, "umptcp listen")
 	Track(t, ln)
 	type result struct {
@@ -223,6 +236,14 @@ func (u *multiRig) connect(t *testing.T, kernelServer bool) (ours *stack.Conn, k
 	} else {
 		ours, kernel = u.acceptKernel(t)
 	}
+	u.settle(t, ours, kernel)
+	return ours, kernel
+}
+
+// settle checks both ends of a new connection use MPTCP and warms it up;
+// if the test fails later, the diagnostics are logged.
+func (u *multiRig) settle(t *testing.T, ours *stack.Conn, kernel net.Conn) {
+	t.Helper()
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("diagnostics at the end of the failed test:\n%s", u.report(ours))
@@ -231,7 +252,6 @@ func (u *multiRig) connect(t *testing.T, kernelServer bool) (ours *stack.Conn, k
 	requireKernelMPTCP(t, kernel, false)
 	requireOursMPTCP(t, ours, kernel, false)
 	u.warmUp(t, ours, kernel)
-	return ours, kernel
 }
 
 // warmUpMsg is what warmUp sends each way.
@@ -273,6 +293,9 @@ func (u *multiRig) report(ours *stack.Conn) string {
 	var b strings.Builder
 	if ours != nil {
 		b.WriteString(formatStats(ours.Stats()))
+	}
+	if u.stack != nil {
+		fmt.Fprintf(&b, "our counters: %v\n", changedMIB(u.stack))
 	}
 	for i, c := range u.counts {
 		if c != nil {

@@ -88,34 +88,14 @@ func TestNCPcapAgainstKernel(t *testing.T) {
 					kernelDone <- fmt.Errorf("kernel socket MPTCP=%v, want %v (%v)", ok, !tc.plainTCP, err)
 					return
 				}
-				errc := make(chan error, 1)
-				go func() {
-					_, err := Send(c, 2, size)
-					if err == nil {
-						err = c.(HalfCloser).CloseWrite()
-					}
-					errc <- err
-				}()
-				r, err := Receive(c)
-				kernelGot = r
-				if serr := <-errc; err == nil {
-					err = serr
-				}
+				var err error
+				kernelGot, err = sendReceive(c, 2, size)
 				kernelDone <- err
 			}
 			if tc.listen {
 				args = append(args, strconv.Itoa(port))
 				go func() {
-					ctx, cancel := context.WithTimeout(rig.Ctx, 30*time.Second)
-					defer cancel()
-					var c net.Conn
-					var err error
-					for ctx.Err() == nil { // until umptcp nc is listening
-						if c, err = DialMPTCP(ctx, rig.NS, "tcp", net.JoinHostPort(tc.stack, strconv.Itoa(port))); err == nil {
-							break
-						}
-						time.Sleep(100 * time.Millisecond)
-					}
+					c, err := dialWhenListening(rig, "tcp", net.JoinHostPort(tc.stack, strconv.Itoa(port)))
 					if err != nil {
 						kernelDone <- err
 						return
@@ -183,4 +163,39 @@ func TestNCPcapAgainstKernel(t *testing.T) {
 			require.Zero(t, tsharkCount(t, pcap, "tcp.flags.reset == 1"), "no RST")
 		})
 	}
+}
+
+// sendReceive sends Stream(seed, size) on c, then half-closes it, while it
+// reads c to EOF; it returns what it read.
+func sendReceive(c net.Conn, seed uint64, size int64) (Result, error) {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := Send(c, seed, size)
+		if err == nil {
+			err = c.(HalfCloser).CloseWrite()
+		}
+		errc <- err
+	}()
+	r, err := Receive(c)
+	if serr := <-errc; err == nil {
+		err = serr
+	}
+	return r, err
+}
+
+// dialWhenListening dials addr with the kernel's MPTCP from the rig's
+// namespace until a listener (umptcp nc starting up) answers, for at most
+// 30 s.
+func dialWhenListening(rig *Rig, network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(rig.Ctx, 30*time.Second)
+	defer cancel()
+	var c net.Conn
+	err := ctx.Err()
+	for ctx.Err() == nil {
+		if c, err = DialMPTCP(ctx, rig.NS, network, addr); err == nil {
+			return c, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil, err
 }

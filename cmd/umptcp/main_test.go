@@ -75,3 +75,32 @@ func TestNCFlagsAnywhere(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.NotContains(t, errOut, "expected")
 }
+
+// TestPathManagerFlags: --endpoint and --limits are checked before any
+// device is created, with a message naming the problem; nc and perf share
+// them.
+func TestPathManagerFlags(t *testing.T) {
+	tunA := "--tun=a,10.0.0.2/24,10.0.0.1"
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--endpoint", "10.0.0.2,fast"}, `unknown flag "fast"`},
+		{[]string{"--endpoint", "10.0.0.2"}, "needs signal, subflow or fullmesh"},
+		{[]string{"--endpoint", "10.0.0.2:80,subflow"}, "a port needs the signal flag"},
+		{[]string{"--endpoint", "10.0.0.9,signal"}, "not the stack address of any --tun device"},
+		{[]string{"--endpoint", "10.0.0.2,signal", "--endpoint", "10.0.0.2,subflow"}, "given twice"},
+		{[]string{"--limits", "subflows=9"}, "subflows must be 0-8"},
+		{[]string{"--limits", "paths=1"}, `unknown limit "paths"`},
+	} {
+		for _, cmd := range [][]string{{"nc", tunA}, {"perf", "-c", "10.0.0.1", tunA}} {
+			args := append(append([]string(nil), cmd...), tc.args...)
+			if cmd[0] == "nc" {
+				args = append(args, "10.0.0.1", "80")
+			}
+			code, _, errOut := runCmd(args...)
+			require.Equal(t, 2, code, "%v: %s", args, errOut)
+			require.Contains(t, errOut, tc.msg, "%v", args)
+		}
+	}
+}

@@ -32,7 +32,16 @@ connection to standard output; end of input sends DATA_FIN. Needs root
 
 With several --tun devices the connection uses them all: a client opens one
 additional subflow (MP_JOIN) from each other device's address to HOST; a
-server (-l) accepts joins on any device. -v lists every subflow at the end.
+server (-l) accepts joins on any device. -v lists every subflow and the
+stack's MPTCP counters (nstat's MPTcpExt names) at the end.
+
+Path management mirrors "ip mptcp": --endpoint ADDR[:PORT],FLAGS makes one of
+the --tun addresses an endpoint (signal: announced to the peer with ADD_ADDR,
+with PORT joins are accepted on that port; subflow: a client opens a subflow
+from it; backup; fullmesh), replacing the default of every --tun address as
+a subflow endpoint. Addresses the peer announces are joined within --limits
+subflows=N,add_addr_accepted=M (default 8 and 8). A subflow whose path fails
+is opened again once the path is back.
 
 flags:
 `
@@ -50,6 +59,7 @@ type ncOptions struct {
 	host                      string
 	port                      uint16
 	timeout                   time.Duration
+	pm                        pmFlags
 }
 
 func nc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -65,6 +75,7 @@ func nc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.timeout, "w", 30*time.Second, "timeout for connecting or accepting")
 	fs.StringVar(&o.scheduler, "scheduler", "default", "packet `scheduler`: "+strings.Join(scheduler.Names(), ", "))
 	fs.Var(&o.backups, "backup", "make subflows over TUN device `NAME` backup paths (repeatable)")
+	o.pm.register(fs)
 	// Flags may also follow HOST and PORT, as with most netcats.
 	var rest []string
 	for {
@@ -90,6 +101,10 @@ func nc(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if len(o.tuns) == 0 {
 		fmt.Fprintln(stderr, "umptcp nc: at least one --tun NAME,STACKADDR/PREFIX,HOSTADDR is required")
+		return 2
+	}
+	if err := o.pm.check(o.tuns); err != nil {
+		fmt.Fprintf(stderr, "umptcp nc: %v\n", err)
 		return 2
 	}
 	portArg := rest[len(rest)-1]
@@ -124,7 +139,11 @@ func runNC(o ncOptions, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		defer pcap.Close()
 	}
-	so := tunStackOptions{tuns: o.tuns, backups: o.backups, checksum: o.checksum, scheduler: o.scheduler}
+	so := tunStackOptions{tuns: o.tuns, backups: o.backups, checksum: o.checksum, scheduler: o.scheduler,
+		endpoints: o.pm.endpoints, limits: o.pm.limits}
+	if o.verbose {
+		so.logf = func(format string, args ...any) { fmt.Fprintf(stderr, "umptcp nc: "+format+"\n", args...) }
+	}
 	if pcap != nil {
 		so.wrap = func(ep gvstack.LinkEndpoint) gvstack.LinkEndpoint { return pcap.Wrap(ep) }
 	}
@@ -156,6 +175,7 @@ func runNC(o ncOptions, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	if o.verbose {
 		printStats(stderr, c)
+		printMIB(stderr, "umptcp nc: ", s)
 	}
 	if pcap != nil {
 		if perr := pcap.Close(); perr != nil && err == nil {

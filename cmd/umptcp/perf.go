@@ -30,6 +30,7 @@ const perfUsage = `usage:
   umptcp perf -c HOST [-p PORT] [-t SEC | -n BYTES] [-R] [-P N] [-l LEN] [-b RATE] [-O SEC]
               [-i SEC] [--json] --tun NAME,STACKADDR/PREFIX,HOSTADDR [--tun ...]
   (both) [--scheduler NAME] [--backup NAME] [--checksum]
+         [--endpoint ADDR[:PORT],FLAG[,FLAG...]] [--limits subflows=N,add_addr_accepted=M]
 
 Throughput tests over the userspace MPTCP stack, speaking iperf3's own
 protocol: either end can be a stock iperf3, for example the kernel's MPTCP
@@ -42,7 +43,10 @@ Each interval lists every stream, then each of its subflows: addresses,
 bitrate in the interval, RTT, initial or join, backup, state. The summary
 has both sides' totals, each subflow's bytes, the bytes reinjected, and
 whether MPTCP was used. --json prints one document shaped like iperf3 -J,
-with "subflows" added to each interval and stream. Stream IDs are iperf3's
+with "subflows" added to each interval and stream and the stack's non-zero
+MPTCP counters (nstat names) as "mptcp_counters" in "end"; the text summary
+ends with them. --endpoint and --limits configure the path manager as for
+umptcp nc. Stream IDs are iperf3's
 protocol IDs (1, 3, 4, ...). Sizes take K/M/G suffixes (1024-based), rates
 (-b) K/M/G (1000-based).
 
@@ -58,6 +62,7 @@ type perfOptions struct {
 	scheduler                    string
 	interval                     time.Duration
 	client                       iperf.Options
+	pm                           pmFlags
 }
 
 // perfSizeFlag is a byte count with iperf3's K/M/G suffixes.
@@ -153,6 +158,7 @@ func parsePerf(args []string, stderr io.Writer) (o perfOptions, code int) {
 	fs.StringVar(&o.scheduler, "scheduler", "default", "packet `scheduler`: "+strings.Join(scheduler.Names(), ", "))
 	fs.Var(&o.backups, "backup", "make subflows over TUN device `NAME` backup paths (repeatable)")
 	fs.BoolVar(&o.checksum, "checksum", false, "ask the peer for DSS checksums")
+	o.pm.register(fs)
 	// Flags may come in any order, also after stray arguments (which are
 	// then reported), as with umptcp nc.
 	var rest []string
@@ -214,6 +220,9 @@ func parsePerf(args []string, stderr io.Writer) (o perfOptions, code int) {
 	if _, err := scheduler.New(o.scheduler); err != nil {
 		return usage("%v", err)
 	}
+	if err := o.pm.check(o.tuns); err != nil {
+		return usage("%v", err)
+	}
 	for _, b := range o.backups {
 		if !slices.ContainsFunc(o.tuns, func(spec string) bool { return strings.SplitN(spec, ",", 2)[0] == b }) {
 			return usage("--backup %s: no --tun device of that name", b)
@@ -225,7 +234,8 @@ func parsePerf(args []string, stderr io.Writer) (o perfOptions, code int) {
 // perfStack opens the TUN devices and builds the stack over them, one
 // link per device, as umptcp nc does.
 func perfStack(o perfOptions) (*stack.Stack, func(), error) {
-	return openTUNStack(tunStackOptions{tuns: o.tuns, backups: o.backups, checksum: o.checksum, scheduler: o.scheduler})
+	return openTUNStack(tunStackOptions{tuns: o.tuns, backups: o.backups, checksum: o.checksum, scheduler: o.scheduler,
+		endpoints: o.pm.endpoints, limits: o.pm.limits})
 }
 
 // perfConns remembers the connections of a test so that their DATA_FIN and
@@ -298,7 +308,7 @@ func perfClient(ctx context.Context, o perfOptions, s *stack.Stack, stdout io.Wr
 		conns.add(c)
 		return c, nil
 	}
-	rep := newPerfReport(stdout, o.json, o.interval)
+	rep := newPerfReport(stdout, o.json, o.interval, s)
 	opts := o.client
 	opts.Interval = o.interval
 	if opts.Interval == 0 {
@@ -354,7 +364,7 @@ func perfServer(ctx context.Context, o perfOptions, s *stack.Stack, stdout, stde
 		Once:     o.once,
 		OnStart: func(st iperf.Start) {
 			mu.Lock()
-			rep = newPerfReport(stdout, o.json, o.interval)
+			rep = newPerfReport(stdout, o.json, o.interval, s)
 			r := rep
 			mu.Unlock()
 			if ap, ok := perfAddrPort(st.Control.Remote); ok {
@@ -380,7 +390,7 @@ func perfServer(ctx context.Context, o perfOptions, s *stack.Stack, stdout, stde
 			test++
 			mu.Unlock()
 			if r == nil { // the test failed before it started
-				r = newPerfReport(stdout, o.json, o.interval)
+				r = newPerfReport(stdout, o.json, o.interval, s)
 			}
 			r.finish(res, err)
 			if err != nil && !o.once {
@@ -421,10 +431,11 @@ type perfReport struct {
 	separated    bool           // the last interval ended with a separator line
 	connectingTo map[string]any // client
 	accepted     map[string]any // server
+	stack        *stack.Stack   // for its MPTCP counters
 }
 
-func newPerfReport(w io.Writer, json bool, every time.Duration) *perfReport {
-	return &perfReport{w: w, json: json, every: every}
+func newPerfReport(w io.Writer, json bool, every time.Duration, s *stack.Stack) *perfReport {
+	return &perfReport{w: w, json: json, every: every, stack: s}
 }
 
 func (r *perfReport) start(st iperf.Start) {
@@ -595,6 +606,9 @@ func (r *perfReport) finish(res iperf.Result, err error) {
 	default:
 		fmt.Fprintf(r.w, "MPTCP on %d of %d stream(s)\n", mptcp, len(res.Streams))
 	}
+	if r.stack != nil {
+		printMIB(r.w, "MPTCP ", r.stack)
+	}
 }
 
 // The JSON document follows iperf3 -J's layout and names; "subflows",
@@ -731,6 +745,9 @@ func (r *perfReport) document(res iperf.Result, err error) map[string]any {
 			"remote_total": res.PeerCPU.Total, "remote_user": res.PeerCPU.User, "remote_system": res.PeerCPU.System}
 		end["mptcp"] = res.MPTCP()
 		end["reinjected"] = reinjected
+		if r.stack != nil {
+			end["mptcp_counters"] = nonZeroMIB(r.stack)
+		}
 	}
 	doc["end"] = end
 	if err != nil {

@@ -151,9 +151,7 @@ type keep struct {
 	localID  uint8
 	remoteID uint8
 	backup   bool
-	live     bool // established and not closed
-	trying   bool // a join is under way
-	attempts int  // failed attempts since it was last established
+	attempts int // failed attempts since it was last established
 	timer    *time.Timer
 }
 
@@ -424,7 +422,7 @@ func (m *Manager) HandleEvent(c Conn, e Event) {
 			// same address. (A server opens subflows only to addresses
 			// the client announced: the client's port of the initial
 			// subflow takes no joins.)
-			st.paths[pathKey{st.initLocal.Addr(), st.initRemote}] = &keep{live: true}
+			st.paths[pathKey{st.initLocal.Addr(), st.initRemote}] = &keep{}
 		}
 		for _, ep := range m.endpoints {
 			acts = m.useEndpointLocked(acts, c, st, ep)
@@ -442,12 +440,11 @@ func (m *Manager) HandleEvent(c Conn, e Event) {
 	case SubflowEstablished:
 		k := pathKey{e.Local.Addr(), e.Remote}
 		if p := st.paths[k]; p != nil {
-			p.live, p.trying, p.attempts = true, false, 0
+			p.attempts = 0
 		}
 	case SubflowClosed:
 		k := pathKey{e.Local.Addr(), e.Remote}
 		if p := st.paths[k]; p != nil && !st.closed {
-			p.live, p.trying = false, false
 			if errors.Is(e.Err, ErrClosedOnPurpose) || errors.Is(e.Err, io.EOF) {
 				// Closed on purpose, by us or by the peer (a FIN): not a
 				// failure to repair.
@@ -574,7 +571,7 @@ func (m *Manager) openLocked(acts []func(), c Conn, st *connState, local netip.A
 		m.logf("no subflow %s -> %s: subflows limit %d reached", local, remote, m.limits.Subflows)
 		return acts
 	}
-	p := &keep{localID: localID, remoteID: remoteID, backup: backup, trying: true}
+	p := &keep{localID: localID, remoteID: remoteID, backup: backup}
 	st.paths[k] = p
 	return append(acts, m.create(c, k, p))
 }
@@ -608,7 +605,6 @@ func (m *Manager) retryLocked(acts []func(), c Conn, st *connState, k pathKey, p
 			return
 		}
 		p.timer = nil
-		p.trying = true
 		f := m.create(c, k, p)
 		m.mu.Unlock()
 		f()

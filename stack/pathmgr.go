@@ -56,7 +56,7 @@ func (c *Conn) PathManager() pm.Conn { return c.pmc }
 func (c *Conn) emit(e pm.Event) { c.queueEvent(connEvent{ev: e}) }
 
 func (c *Conn) queueEvent(e connEvent) {
-	if c.s.pmh == nil || c.pmc == nil {
+	if c.pmc == nil { // plain TCP: no path manager
 		return
 	}
 	c.evMu.Lock()
@@ -137,14 +137,9 @@ func (c *Conn) onSignal(s *subflow.Signal) (pm.Event, bool) {
 		// each removal.
 		for _, id := range s.IDs {
 			c.dropPaths(func(p *path) bool { _, r := p.sf.AddrIDs(); return r == id }, "the peer removed its address")
+			c.s.pmh.HandleEvent(c.pmc, pm.Event{Kind: pm.Removed, RemoteID: id}) // one event per ID, in order
 		}
-		for _, id := range s.IDs[:max(len(s.IDs)-1, 0)] {
-			c.s.pmh.HandleEvent(c.pmc, pm.Event{Kind: pm.Removed, RemoteID: id})
-		}
-		if len(s.IDs) == 0 {
-			return pm.Event{}, false
-		}
-		return pm.Event{Kind: pm.Removed, RemoteID: s.IDs[len(s.IDs)-1]}, true
+		return pm.Event{}, false
 	case subflow.PeerPriority:
 		if p := c.pathOf(s.Subflow); p != nil {
 			return p.event(pm.PriorityChanged, nil), true
@@ -208,17 +203,17 @@ func (c *Conn) dropPaths(match func(p *path) bool, why string) int {
 // startPM hands the connection to the path manager: Created, then
 // Established once the peer surely knows our key.
 func (c *Conn) startPM() {
-	if c.s.pmh == nil {
-		return
-	}
 	c.pmc = &pmConn{c: c}
 	c.meta.SetSignalFunc(func(s subflow.Signal) { c.queueEvent(connEvent{sig: &s}) })
 	c.emit(c.first.event(pm.Created, nil))
-	go func() {
-		if c.role == subflow.Client && !c.waitFullyEstablished() {
-			return
-		}
+	if c.role == subflow.Server { // the third ACK brought the keys
 		c.emit(c.first.event(pm.Established, nil))
+		return
+	}
+	go func() {
+		if c.waitFullyEstablished() {
+			c.emit(c.first.event(pm.Established, nil))
+		}
 	}()
 }
 

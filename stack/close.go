@@ -66,6 +66,12 @@ func (c *Conn) run() {
 	defer tick.Stop()
 	tickC := tick.C
 	var deadline <-chan time.Time
+	// silent fires when a busy subflow may have gone silent (see
+	// sender.checkSilent), which can come sooner than the next tick.
+	silent := time.NewTimer(time.Hour)
+	silent.Stop()
+	defer silent.Stop()
+	var silentAt time.Time
 	closing := c.closing
 	subflowsClosing := false
 	var closedAt time.Time
@@ -74,6 +80,8 @@ func (c *Conn) run() {
 		case <-c.wake:
 		case <-c.meta.Changed():
 		case <-tickC:
+		case <-silent.C:
+			silentAt = time.Time{}
 		case <-closing:
 			closing = nil
 			deadline = time.After(lingerTimeout)
@@ -90,6 +98,14 @@ func (c *Conn) run() {
 			c.eachPath(func(p *path) { p.sf.AckIfStale() })
 		}
 		sn.pump()
+		if at := sn.silentCheck; !at.Equal(silentAt) {
+			silentAt = at
+			if at.IsZero() {
+				silent.Stop()
+			} else {
+				silent.Reset(time.Until(at))
+			}
+		}
 		switch watch := !sn.idle() || closing == nil; {
 		case watch && tickC == nil:
 			tick.Reset(tickInterval)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/umptcp/umptcp/scheduler"
 	"github.com/umptcp/umptcp/stack"
+	"github.com/umptcp/umptcp/subflow"
 	"github.com/umptcp/umptcp/tun"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -250,6 +251,14 @@ func TestMultipathFailover(t *testing.T) {
 				return
 			}
 			require.NotZero(t, st.Reinjected, "the cut subflow's data was sent again")
+			// The cut subflow went silent while the other one was
+			// acknowledged: its bytes went out again at once (after a
+			// few of its 10 ms round trips, under its 200 ms RTO).
+			sender := n.client
+			if tc.download {
+				sender = n.server
+			}
+			require.NotZero(t, mib(sender, subflow.SubflowSilentReinject), "the silent subflow's bytes sent again before its RTO")
 			// A short transfer can end before the second timeout that makes
 			// the cut subflow stale; its unacknowledged bytes make it so.
 			deadline := time.Now().Add(10 * time.Second)

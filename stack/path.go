@@ -42,6 +42,7 @@ type path struct {
 	retired       bool      // ended, and its data was reinjected
 	finSent       bool      // DATA_FIN announced on it
 	progAcked     uint64    // subflow-level acked offset at the last progress
+	goodAt        time.Time // the last progress: bytes acknowledged, or nothing outstanding
 	progRTOs      uint64    // RTO count at the last progress
 	seenRTOs      uint64    // RTO count at the last look
 	rtoReinjected bool      // its data went out again at a timeout since its last progress
@@ -51,7 +52,7 @@ type path struct {
 
 func newPath(id int, sf *subflow.Subflow, ep tcpip.Endpoint, wq *waiter.Queue) *path {
 	tc := gonet.NewTCPConn(wq, ep)
-	p := &path{id: id, sf: sf, ep: ep, wq: wq, tc: tc, readerDone: make(chan struct{})}
+	p := &path{id: id, sf: sf, ep: ep, wq: wq, tc: tc, readerDone: make(chan struct{}), goodAt: time.Now()}
 	if a, ok := tc.LocalAddr().(*net.TCPAddr); ok {
 		p.local = unmapAP(a.AddrPort())
 	}

@@ -91,7 +91,8 @@ type sender struct {
 	finSet   bool       // our DATA_FIN is set
 	fbFin    bool       // fell back: TCP's FIN sent as the DATA_FIN (fallback.go)
 
-	subflowBusy bool // at the last pump a subflow held bytes its peer had not acknowledged
+	subflowBusy bool      // at the last pump a subflow held bytes its peer had not acknowledged
+	silentCheck time.Time // when a subflow may turn silent (checkSilent); zero: none
 
 	lastUna  uint64
 	unaSince time.Time
@@ -115,6 +116,7 @@ func (sn *sender) pump() {
 		return
 	}
 	c := sn.c
+	now := time.Now()
 	una := c.meta.SndUna()
 	c.wmu.Lock()
 	if c.sbuf.ackTo(una) {
@@ -159,7 +161,7 @@ func (sn *sender) pump() {
 		if written != acked {
 			sn.subflowBusy = true
 		}
-		if sn.checkStale(p, una, written, acked) {
+		if sn.checkStale(p, una, written, acked, now) {
 			continue
 		}
 		if !view.Backup {
@@ -168,8 +170,9 @@ func (sn *sender) pump() {
 		sn.usable = append(sn.usable, p)
 		sn.views = append(sn.views, view)
 	}
-	sn.checkDataRTO(una)
-	sn.resetDead()
+	sn.checkDataRTO(una, now)
+	sn.checkSilent(una, now)
+	sn.resetDead(now)
 
 	// Nothing goes beyond the peer's data-level receive window.
 	limit := min(nxt, max(c.meta.SndWndEnd(), una))
@@ -212,7 +215,7 @@ func (sn *sender) idle() bool {
 // hold up the peer's reassembly, and waiting for the stale verdict would
 // stall the connection for two more timeouts. If the subflow was only
 // slow, the peer drops the duplicates.
-func (sn *sender) checkStale(p *path, una, written, acked uint64) bool {
+func (sn *sender) checkStale(p *path, una, written, acked uint64, now time.Time) bool {
 	if rtos := p.rtoCount(); rtos != p.seenRTOs {
 		p.seenRTOs = rtos
 		if !p.rtoReinjected {
@@ -224,6 +227,7 @@ func (sn *sender) checkStale(p *path, una, written, acked uint64) bool {
 		}
 	}
 	if acked > p.progAcked || written == acked || p.zeroWnd {
+		p.goodAt = now
 		p.progAcked = acked
 		p.progRTOs = p.rtoCount()
 		p.rtoReinjected = false
@@ -236,7 +240,7 @@ func (sn *sender) checkStale(p *path, una, written, acked uint64) bool {
 	}
 	if !p.stale && p.rtoCount() >= p.progRTOs+staleRTOs {
 		p.stale = true
-		p.staleSince = time.Now()
+		p.staleSince = now
 		p.isStale.Store(true)
 		sn.reinject = p.sent.take(sn.reinject)
 		sn.c.s.reg.MIB().Inc(subflow.SubflowStale)
@@ -244,18 +248,74 @@ func (sn *sender) checkStale(p *path, una, written, acked uint64) bool {
 	return p.stale
 }
 
+// checkSilent sends again, on the other subflows, what a silent subflow
+// holds, when it holds the byte the peer waits for (the DATA_ACK's): that
+// subflow has had nothing acknowledged for a few of its round trips
+// (silentAfter) while another subflow had bytes acknowledged, or nothing
+// outstanding, since. That is a path that died (a handover), seen before
+// its retransmission timer fires (≥ 200 ms): the peer's reassembly is
+// blocked on that subflow's bytes while another path works. Once per
+// silence, as for a timeout (rtoReinjected); if the path was only slow, the
+// peer drops the duplicates. Linux waits for the timeout.
+func (sn *sender) checkSilent(una uint64, now time.Time) {
+	sn.silentCheck = time.Time{}
+	if len(sn.usable) < 2 || una >= sn.schedNxt {
+		return
+	}
+	for i, p := range sn.usable {
+		if p.rtoReinjected || sn.views[i].InFlight == 0 {
+			continue
+		}
+		after := silentAfter(sn.views[i])
+		if at := p.goodAt.Add(after); now.Before(at) {
+			// Look again then, not at the next tick: the pump may not
+			// run in between (the DATA_ACK is stuck).
+			if sn.silentCheck.IsZero() || at.Before(sn.silentCheck) {
+				sn.silentCheck = at
+			}
+			continue
+		}
+		if len(p.sent.r) == 0 || p.sent.r[0].start > una {
+			continue
+		}
+		for _, q := range sn.usable {
+			if q != p && q.goodAt.After(p.goodAt.Add(after)) {
+				p.rtoReinjected = true
+				sn.reinject = p.sent.take(sn.reinject)
+				sn.c.s.reg.MIB().Inc(subflow.SubflowSilentReinject)
+				break
+			}
+		}
+	}
+}
+
+// silentAfter is how long a subflow with bytes in flight may go without an
+// acknowledgement before its bytes go out on another path. A working path
+// with a queue still returns ACKs at its bottleneck's pace; the longest
+// normal silence is about one round trip (the first ACK after an idle
+// moment), so twice the smoothed RTT, or the RTT and four variations if
+// larger (the RTO's formula without its 200 ms floor), and at least
+// minSilent.
+func silentAfter(v scheduler.Path) time.Duration {
+	return max(2*v.RTT, v.RTT+4*v.RTTVar, minSilent)
+}
+
+// minSilent bounds silentAfter from below: shorter silences are normal
+// jitter on a busy host.
+const minSilent = 60 * time.Millisecond
+
 // resetDead resets the subflows that have been stale for longer than the
 // stack's SubflowTimeout while another subflow works: their path failed.
 // The path manager learns it (SubflowClosed) and opens the subflow again
 // once the path is back. The last working subflow is never reset: a lone
 // path that comes back recovers by itself, as TCP does.
-func (sn *sender) resetDead() {
+func (sn *sender) resetDead(now time.Time) {
 	timeout := sn.c.s.sfTimeout
 	if timeout < 0 || len(sn.usable) == 0 {
 		return
 	}
 	for _, p := range sn.paths {
-		if p.stale && !p.ended.Load() && time.Since(p.staleSince) > timeout && p.closeWhy.Load() == nil {
+		if p.stale && !p.ended.Load() && now.Sub(p.staleSince) > timeout && p.closeWhy.Load() == nil {
 			why := fmt.Sprintf("no progress for %v (path failed)", timeout)
 			p.closeWhy.Store(&why)
 			p.sf.SetResetReason(option.ReasonUnacceptablePerformance)
@@ -266,8 +326,7 @@ func (sn *sender) resetDead() {
 
 // checkDataRTO queues the oldest outstanding bytes for another send when
 // the DATA_ACK has not moved for a data-level RTO.
-func (sn *sender) checkDataRTO(una uint64) {
-	now := time.Now()
+func (sn *sender) checkDataRTO(una uint64, now time.Time) {
 	if una != sn.lastUna || una >= sn.schedNxt {
 		sn.lastUna, sn.unaSince, sn.dataRTO = una, now, minDataRTO
 		return

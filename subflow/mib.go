@@ -55,6 +55,7 @@ const (
 	SubflowStale
 	SubflowRecover
 	SubflowRecreate         // ours: subflows the path manager opened again after theirs died
+	SubflowSilentReinject   // ours: a silent subflow's bytes sent again on another before its RTO
 	FallbackOptionsStripped // ours: fell back because a middlebox removed MPTCP options
 	MPCapableDataFallback   // the first data after the handshake came without MPTCP options
 	DssFallback             // data without a DSS mapping later on (options stripped): fell back
@@ -109,6 +110,7 @@ var counterNames = [numCounters]string{
 	SubflowStale:            "SubflowStale",
 	SubflowRecover:          "SubflowRecover",
 	SubflowRecreate:         "SubflowRecreate",
+	SubflowSilentReinject:   "SubflowSilentReinject",
 	FallbackOptionsStripped: "FallbackOptionsStripped",
 	MPCapableDataFallback:   "MPCapableDataFallback",
 	DssFallback:             "DssFallback",

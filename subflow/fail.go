@@ -462,3 +462,34 @@ func (s *Subflow) stopFailTimerLocked() {
 		s.fb.failTimer.Stop()
 	}
 }
+
+// infiniteMapRoom is what the MSS we announce on an MP_CAPABLE handshake
+// leaves for the DSS of an infinite mapping: a DSS with an 8-byte
+// DATA_ACK, an 8-byte DSN and a checksum (mptcpOverhead).
+//
+// Linux sizes the segments of a subflow that fell back as plain TCP ones
+// (no MPTCP option), yet the data that carries its infinite mapping, which
+// it sends right after falling back, gets that DSS on every segment of
+// its TSO burst. When its MSS comes from the path MTU, each of them is
+// that many bytes over the MTU: its own IP output refuses them (DF set:
+// IpFragFails, an ICMP "fragmentation needed" for the unchanged MTU that
+// TCP ignores) and the retransmissions carry the same DSS, so the
+// connection stalls for good and the infinite mapping never arrives. An
+// MSS announced this much lower makes the peer's MSS, rather than the
+// path MTU, bound its segments, so that they fit even with that DSS. The
+// infinite mapping answers our MP_FAIL, which only a DSS checksum failure
+// causes: a client announces the room in every MP_CAPABLE SYN (the server
+// may turn checksums on in its SYN-ACK), a server only when checksums are
+// in use.
+const infiniteMapRoom = mptcpOverhead
+
+// reserveInfiniteMapRoomLocked lowers the MSS option of our MP_CAPABLE SYN
+// or SYN-ACK h (in place: the layer builds the segment again from h and
+// computes its checksum afresh) by infiniteMapRoom when an infinite
+// mapping from the peer is possible.
+func (s *Subflow) reserveInfiniteMapRoomLocked(h header.TCP) {
+	if s.join || (s.role == Server && !s.meta.checksum.Load()) {
+		return
+	}
+	lowerMSS(h.Options(), infiniteMapRoom)
+}

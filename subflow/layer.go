@@ -536,22 +536,9 @@ func mssClamp(opts []byte) int {
 func clampMSS(pkt *stack.PacketBuffer, ipLen, tcpLen int, seg *segment, by int) *stack.PacketBuffer {
 	raw := pkt.Data().AsRange().ToSlice()
 	h := header.TCP(raw[ipLen : ipLen+tcpLen])
-	opts := h.Options()
-	for i := 0; ; {
-		kind, o, next, ok := nextOption(opts, i)
-		if !ok {
-			break
-		}
-		if kind == header.TCPOptionMSS && len(o) == 4 {
-			if mss := uint16(o[2])<<8 | uint16(o[3]); mss > 536+uint16(by) {
-				mss -= uint16(by)
-				o[2], o[3] = byte(mss>>8), byte(mss)
-				h.SetChecksum(0)
-				h.SetChecksum(^checksum.Combine(seg.pseudo(len(raw)-ipLen), checksum.Checksum(raw[ipLen:], 0)))
-			}
-			break
-		}
-		i = next
+	if lowerMSS(h.Options(), by) {
+		h.SetChecksum(0)
+		h.SetChecksum(^checksum.Combine(seg.pseudo(len(raw)-ipLen), checksum.Checksum(raw[ipLen:], 0)))
 	}
 	return stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(raw)})
 }

@@ -334,6 +334,7 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 			if s.join {
 				return s.joinSynOption(dst), nil
 			}
+			s.reserveInfiniteMapRoomLocked(h)
 			o := option.MPCapable{Version: 1, Flags: s.mpcFlags(), Form: option.MPCSyn}
 			return o.Append(dst), nil
 		case s.st == stateSynReceived && flags.Contains(header.TCPFlagAck):
@@ -344,6 +345,7 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 			// A server that sends nothing after its SYN-ACK may still
 			// need a pure ACK of its own (an ADD_ADDR, a DATA_ACK).
 			s.noteSynAck(h)
+			s.reserveInfiniteMapRoomLocked(h)
 			o := option.MPCapable{Version: 1, Flags: s.mpcFlags(), SenderKey: s.meta.localKey, Form: option.MPCSynAck}
 			return o.Append(dst), nil
 		}

@@ -34,6 +34,23 @@ func findOption(opts []byte, kind byte) []byte {
 	}
 }
 
+// lowerMSS lowers the MSS option in opts (in place) by by bytes, unless
+// that would take it to 536 or below (the minimum every host accepts). It
+// reports whether it changed anything.
+func lowerMSS(opts []byte, by int) bool {
+	o := findOption(opts, header.TCPOptionMSS)
+	if len(o) != header.TCPOptionMSSLength {
+		return false
+	}
+	mss := int(o[2])<<8 | int(o[3])
+	if mss <= 536+by {
+		return false
+	}
+	mss -= by
+	o[2], o[3] = byte(mss>>8), byte(mss)
+	return true
+}
+
 // optsLen is the length of opts without trailing EOL padding.
 func optsLen(opts []byte) int {
 	n := len(opts)

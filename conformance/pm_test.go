@@ -111,6 +111,52 @@ func secondHost(fam multiFamily) netip.Prefix {
 	return netip.PrefixFrom(addr, p.Bits())
 }
 
+// TestPMKernelAnnouncesLate: the kernel server gets its signal endpoint
+// while the connection is already up, idle or in the middle of a transfer
+// (`ip mptcp endpoint add` announces it on existing connections). Our
+// client echoes the ADD_ADDR and joins; the kernel accepts the join (no
+// MPJoinRejected) and the new subflow carries data.
+func TestPMKernelAnnouncesLate(t *testing.T) {
+	for _, busy := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Idle", true: "MidTransfer"}[busy], func(t *testing.T) {
+			fam := multiFamilies[0]
+			u := newMultiRig(t, fam, RigOptions{Name: "pml"}, stack.Config{Endpoints: noEndpoints}, [2]func(gvstack.LinkEndpoint) gvstack.LinkEndpoint{})
+			h1 := fam.paths[1].host.Addr()
+			before := u.Nstat()
+			ours, kernel := u.connectAny(t)
+			// Runs on Exchange's goroutine when busy: errors, not t.Fatal.
+			announce := func() error {
+				ctx, cancel := context.WithTimeout(u.Ctx, 10*time.Second)
+				defer cancel()
+				if out, err := u.NS.Exec(ctx, "ip", "mptcp", "endpoint", "add", h1.String(), "signal"); err != nil {
+					return fmt.Errorf("ip mptcp endpoint add: %w: %s", err, out)
+				}
+				if !poll(u.Ctx, joinWait, func() bool { return activeSubflows(ours.Stats()) == 2 }) {
+					return fmt.Errorf("no join within %v after the late announcement", joinWait)
+				}
+				return nil
+			}
+			if busy {
+				u.exchange(t, ours, kernel, 32<<20, announce)
+			} else {
+				require.NoError(t, announce(), "%s", u.report(ours))
+				u.exchange(t, ours, kernel, 16<<20, nil)
+			}
+			join := ours.Stats().Subflows[1]
+			require.Equal(t, netip.AddrPortFrom(h1, kernelPort), join.Remote)
+			require.Greater(t, join.BytesSent+join.BytesReceived, uint64(64<<10), "the join carried data\n%s", u.report(ours))
+			m := u.stack.MIB()
+			require.Equal(t, uint64(1), m["MPTcpExtAddAddr"], "%v", changedMIB(u.stack))
+			require.Equal(t, uint64(1), m["MPTcpExtEchoAddTx"])
+			require.Equal(t, uint64(1), m["MPTcpExtMPJoinSynAckRx"])
+			d := u.Nstat().Diff(before)
+			require.Equal(t, int64(1), d["MPTcpExtEchoAdd"], "%v", NonZero(d))
+			require.Equal(t, int64(1), d["MPTcpExtMPJoinAckRx"], "%v", NonZero(d))
+			RequireUnchanged(t, d, joinErrorCounters...)
+		})
+	}
+}
+
 // TestPMKernelAnnounces: a kernel server with two signal endpoints, one
 // plain and one with a port (IPv6: both plain, see below). Our client (no endpoints of its own) receives
 // both ADD_ADDRs, checks their HMACs, echoes them (the kernel counts

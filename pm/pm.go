@@ -440,6 +440,9 @@ func (m *Manager) HandleEvent(c Conn, e Event) {
 	case SubflowEstablished:
 		k := pathKey{e.Local.Addr(), e.Remote}
 		if p := st.paths[k]; p != nil {
+			if p.attempts > 0 {
+				m.logf("subflow %s -> %s open again after %d attempts", k.local, k.remote, p.attempts)
+			}
 			p.attempts = 0
 		}
 	case SubflowClosed:
@@ -458,7 +461,7 @@ func (m *Manager) HandleEvent(c Conn, e Event) {
 				delete(st.paths, k)
 				break
 			}
-			acts = m.retryLocked(acts, c, st, k, p)
+			acts = m.retryLocked(acts, c, st, k, p, e.Err)
 		}
 	case Closed:
 		st.closed = true
@@ -587,8 +590,9 @@ func (m *Manager) create(c Conn, k pathKey, p *keep) func() {
 
 // retryLocked schedules the next attempt to open a subflow that died or
 // failed to join, with exponential backoff, a bounded number of times.
-func (m *Manager) retryLocked(acts []func(), c Conn, st *connState, k pathKey, p *keep) []func() {
+func (m *Manager) retryLocked(acts []func(), c Conn, st *connState, k pathKey, p *keep, why error) []func() {
 	if p.timer != nil {
+		m.logf("subflow %s -> %s closed (%v); a new attempt is already scheduled", k.local, k.remote, why)
 		return acts
 	}
 	if p.attempts >= RecreateAttempts {
@@ -598,6 +602,7 @@ func (m *Manager) retryLocked(acts []func(), c Conn, st *connState, k pathKey, p
 	}
 	d := min(m.backoff<<min(p.attempts, 10), max(RecreateMaxBackoff, m.backoff))
 	p.attempts++
+	m.logf("subflow %s -> %s closed (%v); attempt %d in %v", k.local, k.remote, why, p.attempts, d)
 	p.timer = time.AfterFunc(d, func() {
 		m.mu.Lock()
 		if st.closed || st.paths[k] != p {

@@ -175,6 +175,15 @@ func (c *Conn) livePaths() int {
 	return n
 }
 
+// ending reports whether the connection is closing its subflows: both
+// DATA_FINs are through, or it stopped taking subflows (finish, abort).
+func (c *Conn) ending() bool {
+	c.pmu.Lock()
+	closed := c.pathsClosed
+	c.pmu.Unlock()
+	return closed || c.dataLevelClosed()
+}
+
 func (c *Conn) dataLevelClosed() bool {
 	if !c.meta.DataFinAcked() {
 		return false

@@ -212,35 +212,57 @@ func TestPMRecreate(t *testing.T) {
 	p := tun.LinkParams{Rate: 100e6, Delay: 2 * time.Millisecond}
 	cut := p
 	cut.Blackhole = true
-	var before uint64
 	local := netip.MustParseAddr("10.9.1.1")
+	before := map[netip.AddrPort]uint64{} // bytes sent by each subflow from local once the path is back
 	sendOneWay(t, c1, c2, 24<<20, func() {
 		// The receiver waits here while the path fails and comes back.
 		n.cEnds[1].SetParams(cut)
 		n.sEnds[1].SetParams(cut)
-		waitFor(t, "the dead subflow reset", 20*time.Second, func() bool { return len(activeTo(c1)) == 1 })
+		// Reset, not only stale: were the path back before the reset,
+		// the subflow could recover instead of being re-created.
+		waitFor(t, "the dead subflow reset", 20*time.Second, func() bool {
+			for _, s := range c1.Stats().Subflows {
+				if s.State == "closed" && s.Local.Addr() == local {
+					return true
+				}
+			}
+			return false
+		})
 		time.Sleep(time.Second) // a join attempt or two fail while the path is down
 		n.cEnds[1].SetParams(p)
 		n.sEnds[1].SetParams(p)
 		waitFor(t, "the subflow re-created", 30*time.Second, func() bool { return len(activeTo(c1)) == 2 })
 		for _, s := range c1.Stats().Subflows {
-			if s.State == "active" && s.Local.Addr() == local {
-				before = s.BytesSent
+			if s.Local.Addr() == local {
+				before[s.Local] = s.BytesSent
 			}
 		}
 	}, 90*time.Second)
-	require.Equal(t, uint64(1), n.client.MIB()["MPTcpExtSubflowRecreate"])
-	var closed int
+	recreated := n.client.MIB()["MPTcpExtSubflowRecreate"]
+	require.GreaterOrEqual(t, recreated, uint64(1), "%+v", c1.Stats().Subflows)
+	if recreated > 1 {
+		// The re-created subflow died again (a loaded machine: see the
+		// path manager's log above) and came back once more.
+		t.Logf("re-created %d times: %+v", recreated, c1.Stats().Subflows)
+	}
+	var closed, active int
 	for _, s := range c1.Stats().Subflows {
-		switch {
-		case s.State == "active" && s.Local.Addr() == local:
-			require.Greater(t, s.BytesSent-before, uint64(256<<10), "traffic returned to the re-created subflow")
-		case s.State == "closed":
+		if s.Local.Addr() != local {
+			continue
+		}
+		switch s.State {
+		case "active":
+			active++
+			require.Greater(t, s.BytesSent-before[s.Local], uint64(256<<10), "traffic returned to the re-created subflow: %+v", s)
+		case "closed":
 			closed++
 			require.NotEmpty(t, s.ResetReason, "our RST said why: %+v", s)
 		}
 	}
-	require.Equal(t, 1, closed, "the dead subflow")
+	// One subflow on the path at the end, and one re-creation per death:
+	// never two joins at once for the same path.
+	require.Equal(t, 1, active, "%+v", c1.Stats().Subflows)
+	require.Equal(t, int(recreated), closed, "%+v", c1.Stats().Subflows)
 }
 
 // recorder is a userspace path manager that logs the events and leaves the

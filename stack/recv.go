@@ -303,6 +303,10 @@ func (c *Conn) pathEnded(p *path, err error) {
 		if p.onPurpose.Load() {
 			perr = fmt.Errorf("umptcp: %w: %s", pm.ErrClosedOnPurpose, *why)
 		}
+	} else if c.ending() {
+		// Reset while the connection ends (a lingering FIN, the stack
+		// closing): nothing for the path manager to repair.
+		perr = fmt.Errorf("umptcp: %w: the connection is ending (%v)", pm.ErrClosedOnPurpose, err)
 	}
 	c.emit(p.event(pm.SubflowClosed, perr))
 	c.pmu.Lock()

@@ -68,10 +68,19 @@ func (s *Subflow) ResetReason() (uint8, bool) {
 // rstOptionsLocked appends the MPTCP options of a RST gVisor is sending on
 // the subflow: MP_FASTCLOSE when the connection is being aborted, then
 // MP_TCPRST. At most 16 bytes, which fit next to gVisor's timestamps.
-// Like Linux, each option sent is counted once per RST.
+// Like Linux, each option sent is counted once per RST, and only the
+// subflow's first RST carries them.
 func (s *Subflow) rstOptionsLocked(dst []byte) []byte {
 	if s.st != stateEstablished {
 		return dst // handshake, fallback or failed join: a plain RST
+	}
+	if s.rst.sent != 0 {
+		// The subflow's reset went out already: this RST is gVisor's
+		// answer to a segment still arriving for the closed endpoint
+		// (the peer sending before it saw our RST). Linux answers
+		// those from no socket, with plain RSTs; so do we, and the
+		// counters say one reset, as the peer's do.
+		return dst
 	}
 	mib := &s.reg.mib
 	if s.rst.fastclose {

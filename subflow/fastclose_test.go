@@ -28,7 +28,8 @@ func establishedForTest(reg *Registry) *Subflow {
 // TestRstDecoration: gVisor's RST on an MPTCP subflow gets MP_TCPRST with
 // the recorded reason, and MP_FASTCLOSE with the peer's key first when
 // the connection is aborted; each is counted once per RST, without a heap
-// allocation. A fallen-back subflow's RST stays plain.
+// allocation. Only the subflow's first RST is decorated. A fallen-back
+// subflow's RST stays plain.
 func TestRstDecoration(t *testing.T) {
 	reg := NewRegistry(false)
 	s := establishedForTest(reg)
@@ -45,6 +46,13 @@ func TestRstDecoration(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, uint8(option.ReasonUnspecified), r)
 
+	// The RSTs that follow (gVisor answering segments still arriving
+	// for the closed endpoint) are plain, as Linux's from no socket.
+	out, _ = s.outbound(rstSeg(), 0, 0, buf[:0], nil)
+	require.Empty(t, out, "a second RST on the subflow is plain")
+	require.EqualValues(t, 1, reg.MIB().Get(MPRstTx))
+
+	s = establishedForTest(reg)
 	s.SetResetReason(option.ReasonTooMuchOutstanding)
 	require.True(t, s.PrepareFastclose())
 	out, _ = s.outbound(rstSeg(), 0, 0, buf[:0], nil)
@@ -61,7 +69,10 @@ func TestRstDecoration(t *testing.T) {
 	require.LessOrEqual(t, len(hdr.Options()), maxTCPOptions)
 
 	seg := rstSeg()
-	allocs := testing.AllocsPerRun(100, func() { s.outbound(seg, 0, 0, buf[:0], nil) })
+	allocs := testing.AllocsPerRun(100, func() {
+		s.rst.sent = 0 // as if it were the subflow's first RST
+		s.outbound(seg, 0, 0, buf[:0], nil)
+	})
 	require.Zero(t, allocs, "allocations per decorated RST")
 
 	fb := establishedForTest(reg)

@@ -103,12 +103,12 @@ func TestUmptcpKernelFastclose(t *testing.T) {
 // TestUmptcpKernelFastcloseFromKernel: the kernel aborts, as client and as
 // server, by the two ways Linux 6.18 sends MP_FASTCLOSE from close():
 // SO_LINGER {on, 0}, and unread data in its receive queue
-// (__mptcp_close). Our Read fails with the fastclose error (ECONNRESET)
+// (__mptcp_close); and by connect(AF_UNSPEC) (mptcp_disconnect). Our Read fails with the fastclose error (ECONNRESET)
 // and our counters match the kernel's: MPFastcloseRx = its MPFastcloseTx
 // (= 1), MPRstRx = its MPRstTx (= 1); the subflow reports the kernel's
 // reset reason.
 func TestUmptcpKernelFastcloseFromKernel(t *testing.T) {
-	for _, how := range []string{"Linger0", "UnreadData"} {
+	for _, how := range []string{"Linger0", "UnreadData", "ConnectUnspec"} {
 		for _, kernelServer := range []bool{true, false} {
 			t.Run(how+"/"+map[bool]string{true: "UmptcpClient", false: "UmptcpServer"}[kernelServer], func(t *testing.T) {
 				u := newUmptcpRig(t, tunFamilies[0], RigOptions{}, stack.Config{})
@@ -135,7 +135,12 @@ func TestUmptcpKernelFastcloseFromKernel(t *testing.T) {
 				before := u.Nstat()
 				fcRx, rstRx := oursMIB(u, subflow.MPFastcloseRx), oursMIB(u, subflow.MPRstRx)
 
-				require.NoError(t, kernel.Close())
+				if how == "ConnectUnspec" {
+					require.NoError(t, KernelDisconnect(kernel))
+					defer kernel.Close()
+				} else {
+					require.NoError(t, kernel.Close())
+				}
 				err := readFails(t, ours)
 				t.Logf("our read after the kernel's close: %v", err)
 				require.ErrorIs(t, err, stack.ErrPeerFastclose)

@@ -41,6 +41,10 @@ func KernelMultipathTCP(c net.Conn) (bool, error) {
 	return kernelsock.MultipathTCP(c)
 }
 
+// KernelDisconnect is connect(AF_UNSPEC) on a kernel socket made by this
+// package: on MPTCP, Linux aborts the connection with MP_FASTCLOSE.
+func KernelDisconnect(c net.Conn) error { return kernelsock.Disconnect(c) }
+
 // MPTCPInfo is the part of the kernel's struct mptcp_info (linux/mptcp.h,
 // read with getsockopt(SOL_MPTCP, MPTCP_INFO)) the tests use.
 type MPTCPInfo = kernelsock.Info

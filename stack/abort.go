@@ -98,7 +98,8 @@ func (c *Conn) resetErr(err error) bool {
 // its way into gVisor): it gets no RST of ours, which would only meet a
 // closed socket. Its endpoint is aborted (silently) once gVisor took the
 // peer's RST and its reader ended, or after sparedWait if gVisor
-// refused that RST (not at the sequence number it expects).
+// refused that RST (not at the sequence number it expects; the RST gVisor
+// then sends is plain, as the subflow saw the peer's RST).
 func (c *Conn) resetPaths(fastclose bool, spare *subflow.Subflow) {
 	c.pmu.Lock()
 	c.pathsClosed = true // no new subflows

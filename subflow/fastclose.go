@@ -31,6 +31,7 @@ type rstState struct {
 	reason    uint8 // MP_TCPRST reason of our next RST
 	fastclose bool  // our next RST carries MP_FASTCLOSE (Conn.Abort)
 	sent      uint8 // 1 + the reason of the last MP_TCPRST we sent; 0: none
+	plain     bool  // the peer reset the subflow: our RSTs meet no socket, and are plain
 }
 
 // SetResetReason records why the stack is about to reset the subflow
@@ -74,7 +75,7 @@ func (s *Subflow) rstOptionsLocked(dst []byte) []byte {
 	if s.st != stateEstablished {
 		return dst // handshake, fallback or failed join: a plain RST
 	}
-	if s.rst.sent != 0 {
+	if s.rst.sent != 0 || s.rst.plain {
 		// The subflow's reset went out already: this RST is gVisor's
 		// answer to a segment still arriving for the closed endpoint
 		// (the peer sending before it saw our RST). Linux answers

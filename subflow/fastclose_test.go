@@ -75,6 +75,14 @@ func TestRstDecoration(t *testing.T) {
 	})
 	require.Zero(t, allocs, "allocations per decorated RST")
 
+	// After the peer's RST, ours meet no socket: plain, uncounted.
+	pr := establishedForTest(reg)
+	sent := reg.MIB().Get(MPRstTx)
+	pr.inbound(rstSeg(), 0, &option.Set{}, nil)
+	out, _ = pr.outbound(rstSeg(), 0, 0, buf[:0], nil)
+	require.Empty(t, out, "a RST after the peer's is plain")
+	require.Equal(t, sent, reg.MIB().Get(MPRstTx))
+
 	fb := establishedForTest(reg)
 	fb.Fallback("test")
 	require.False(t, fb.PrepareFastclose())

@@ -568,9 +568,17 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 		}
 	}
 	m := s.meta
-	if flags.Contains(header.TCPFlagRst) && set.Has(option.SubtypeMPTCPRST) {
-		s.peerRstReason = int(set.TCPRST.Reason)
-		s.countPeerResetLocked()
+	if flags.Contains(header.TCPFlagRst) {
+		// The peer's socket is gone: a RST gVisor may still send on
+		// the tuple (answering a segment in flight, or aborting the
+		// endpoint when it refused the peer's RST) meets none. It goes
+		// plain and uncounted, as Linux's from no socket, so that our
+		// counters match the peer's.
+		s.rst.plain = true
+		if set.Has(option.SubtypeMPTCPRST) {
+			s.peerRstReason = int(set.TCPRST.Reason)
+			s.countPeerResetLocked()
+		}
 	}
 
 	switch s.st {

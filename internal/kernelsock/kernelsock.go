@@ -135,3 +135,30 @@ func getsockopt(fd, level, opt int, buf []byte) (int, error) {
 	}
 	return int(l), nil
 }
+
+// Disconnect calls connect(2) with an AF_UNSPEC address on a kernel
+// socket: the disconnect of POSIX, which on an MPTCP socket makes Linux
+// abort the connection with MP_FASTCLOSE (mptcp_disconnect). The socket
+// stays open (Close it afterwards).
+func Disconnect(c net.Conn) error {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("kernelsock: %T is not a kernel socket", c)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var unspec [unix.SizeofSockaddrInet6]byte // sa_family 0: AF_UNSPEC
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		_, _, errno := unix.Syscall(unix.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&unspec[0])), uintptr(len(unspec)))
+		if errno != 0 {
+			serr = errno
+		}
+	})
+	if err = errors.Join(err, serr); err != nil {
+		return fmt.Errorf("kernelsock: connect AF_UNSPEC: %w", err)
+	}
+	return nil
+}

@@ -8,14 +8,18 @@ type span struct{ start, end uint64 }
 // Read()+Cap(): in-order bytes [ReadPos, Next) and out-of-order ranges above Next.
 // Not safe for concurrent use (the caller holds a lock).
 //
-// The byte with DSN d lives at buf[d%Cap()]. Every DSN held lies in
+// The byte with DSN d lives at buf[(d-base)%Cap()]. Every DSN held lies in
 // [ReadPos, ReadPos+Cap()), a window exactly Cap() wide, so no two held bytes
-// share a slot and a byte never moves once written.
+// share a slot and a byte never moves once written. Whenever the ring is
+// empty, base moves to ReadPos: the next bytes go to the front of buf again,
+// so a reader that keeps up works in the same few cache-warm kilobytes
+// instead of sweeping the whole buffer.
 type Ring struct {
 	buf  []byte
 	size uint64 // len(buf), kept as uint64 to avoid conversions in DSN math
 	rd   uint64 // DSN of the first unread byte
 	nxt  uint64 // first DSN not received in order
+	base uint64 // a DSN whose slot is buf[0]; base <= rd
 
 	// ranges[head:] are the out-of-order intervals: sorted, disjoint and
 	// non-adjacent (touching intervals are merged), each with
@@ -42,6 +46,7 @@ func New(size int, start uint64) *Ring {
 		size: uint64(size),
 		rd:   start,
 		nxt:  start,
+		base: start,
 		// Room for a few holes up front: two or three subflows slightly
 		// out of step rarely need more, so most rings never grow this.
 		ranges: make([]span, 0, 8),
@@ -181,7 +186,7 @@ func (r *Ring) insertAt(i int, sp span) {
 // write copies b (len(b) <= Cap) to the slots of DSNs [s, s+len(b)),
 // wrapping at the end of buf.
 func (r *Ring) write(s uint64, b []byte) {
-	k := copy(r.buf[s%r.size:], b)
+	k := copy(r.buf[(s-r.base)%r.size:], b)
 	copy(r.buf, b[k:])
 }
 
@@ -191,9 +196,10 @@ func (r *Ring) Read(p []byte) int {
 	if n == 0 {
 		return 0
 	}
-	k := copy(p[:n], r.buf[r.rd%r.size:])
+	k := copy(p[:n], r.buf[(r.rd-r.base)%r.size:])
 	copy(p[k:n], r.buf)
 	r.rd += n
+	r.rebase()
 	return int(n)
 }
 
@@ -206,7 +212,7 @@ func (r *Ring) Peek() (a, b []byte) {
 	if avail == 0 {
 		return nil, nil
 	}
-	off := r.rd % r.size
+	off := (r.rd - r.base) % r.size
 	first := min(avail, r.size-off)
 	a = r.buf[off : off+first : off+first]
 	if rest := avail - first; rest > 0 {
@@ -222,6 +228,14 @@ func (r *Ring) Discard(n int) {
 		panic("reasm: Discard out of range")
 	}
 	r.rd += uint64(n)
+	r.rebase()
+}
+
+// rebase starts the slots afresh at the front of buf when nothing is held.
+func (r *Ring) rebase() {
+	if r.rd == r.nxt && r.ooo == 0 {
+		r.base = r.rd
+	}
 }
 
 // Next is the first DSN not yet received in order (the DATA_ACK to send).
@@ -247,6 +261,6 @@ func (r *Ring) Window() int { return int(r.rd + r.size - r.nxt) }
 
 // Reset empties the ring, expecting start next; it keeps the memory.
 func (r *Ring) Reset(start uint64) {
-	r.rd, r.nxt = start, start
+	r.rd, r.nxt, r.base = start, start, start
 	r.ranges, r.head, r.ooo = r.ranges[:0], 0, 0
 }

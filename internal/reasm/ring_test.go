@@ -34,6 +34,9 @@ func invariantError(r *Ring) string {
 	if r.rd > r.nxt || r.nxt > r.rd+r.size {
 		return fmt.Sprintf("ReadPos %d, Next %d, Cap %d out of order", r.rd, r.nxt, r.size)
 	}
+	if r.base > r.rd {
+		return fmt.Sprintf("base %d above ReadPos %d", r.base, r.rd)
+	}
 	if r.head > len(r.ranges) {
 		return fmt.Sprintf("head %d beyond %d ranges", r.head, len(r.ranges))
 	}
@@ -256,17 +259,17 @@ func TestPeekDiscardWrap(t *testing.T) {
 	src := source(300, 7)
 	r := New(64, 0)
 	require.Equal(t, 50, r.Put(0, src[:50]))
-	r.Discard(50)
+	r.Discard(46) // 4 bytes stay unread: the slots do not start afresh
 	// The next 40 bytes occupy slots 50..63 and 0..25.
 	require.Equal(t, 40, r.Put(50, src[50:90]))
 	a, b := r.Peek()
-	require.Equal(t, src[50:64], a)
+	require.Equal(t, src[46:64], a)
 	require.Equal(t, src[64:90], b)
 	require.Equal(t, len(a), cap(a), "Peek must not let appends clobber the ring")
 	require.Equal(t, len(b), cap(b))
 
 	// Discard across the wrap point, then Peek again: one contiguous slice.
-	r.Discard(20)
+	r.Discard(24)
 	a, b = r.Peek()
 	require.Equal(t, src[70:90], a)
 	require.Nil(t, b)
@@ -281,12 +284,18 @@ func TestPeekDiscardWrap(t *testing.T) {
 	require.Panics(t, func() { r.Discard(1) })
 	require.Panics(t, func() { r.Discard(-1) })
 
-	// An out-of-order range whose bytes wrap; Read wraps too.
-	require.Equal(t, 50, r.Put(100, src[100:150])) // slots 36..63, 0..21
+	// Emptied, the ring fills from the front of its buffer again.
 	require.Equal(t, 10, r.Put(90, src[90:100]))
-	out := make([]byte, 60)
-	require.Equal(t, 60, r.Read(out))
-	require.Equal(t, src[90:150], out)
+	require.Equal(t, src[90:100], r.buf[:10])
+	r.Discard(6) // DSN 96 at slot 6 stays
+
+	// An out-of-order range whose bytes wrap; Read wraps too.
+	require.Equal(t, 30, r.Put(130, src[130:160])) // slots 40..63, 0..5
+	require.Equal(t, 30, r.Put(100, src[100:130]))
+	out := make([]byte, 64)
+	require.Equal(t, 64, r.Read(out))
+	require.Equal(t, src[96:160], out)
+	checkInvariants(t, r)
 }
 
 func TestReset(t *testing.T) {

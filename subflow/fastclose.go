@@ -76,11 +76,11 @@ func (s *Subflow) rstOptionsLocked(dst []byte) []byte {
 		return dst // handshake, fallback or failed join: a plain RST
 	}
 	if s.rst.sent != 0 || s.rst.plain {
-		// The subflow's reset went out already: this RST is gVisor's
-		// answer to a segment still arriving for the closed endpoint
-		// (the peer sending before it saw our RST). Linux answers
-		// those from no socket, with plain RSTs; so do we, and the
-		// counters say one reset, as the peer's do.
+		// Our reset went out already, or the peer reset the subflow:
+		// this RST is gVisor's answer to a segment still arriving for
+		// the closed endpoint (or its abort after refusing the peer's
+		// RST), and meets no socket. Linux sends those from no socket,
+		// plain; so do we, and both ends count one reset.
 		return dst
 	}
 	mib := &s.reg.mib

@@ -277,6 +277,22 @@ func testBulk(t *testing.T, fam tunFamily, kernelServer, kernelCsum, oursCsum, w
 	RequireUnchanged(t, diff, MPCapableErrorCounters...)
 	RequireUnchanged(t, diff, "MPTcpExtDSSCorruptionFallback", "MPTcpExtDSSCorruptionReset",
 		"MPTcpExtMPFailTx", "MPTcpExtInfiniteMapTx", "MPTcpExtMPRstTx", "MPTcpExtMPRstRx")
+	requireNothingRejected(t, u.stack)
+}
+
+// requireNothingRejected checks that our option layer found every segment
+// of an honest kernel peer acceptable to TCP: a false rejection would
+// silently ignore a DATA_ACK or a mapping. Old duplicates (a retransmission
+// racing our ACK) are legitimately out of window, so that count is logged.
+func requireNothingRejected(t *testing.T, s *stack.Stack) {
+	t.Helper()
+	mib := s.MIB()
+	for _, name := range []string{"TcpInCsumErrors", "TcpExtTCPInvalidAckSequence",
+		"TcpExtTCPAckUnsentData", "TcpExtTCPTooOldAck"} {
+		require.Zero(t, mib[name], "%s: the option layer rejected an honest segment", name)
+	}
+	t.Logf("segments out of window (old duplicates): %d, RSTs not at RCV.NXT: %d",
+		mib["TcpExtTCPInvalidSequence"], mib["TcpExtTCPInvalidRst"])
 }
 
 // TestUmptcpKernelFallback covers d): umptcp against kernel plain TCP, as

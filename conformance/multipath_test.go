@@ -553,6 +553,7 @@ func testJoinedBulk(t *testing.T, u *multiRig, ours *stack.Conn, kernel net.Conn
 	RequireUnchanged(t, diff, joinErrorCounters...)
 	RequireUnchanged(t, diff, MPCapableErrorCounters...)
 	RequireUnchanged(t, diff, dataErrorCounters...)
+	requireNothingRejected(t, u.stack)
 }
 
 // closeWait bounds a graceful close (umptcp lingers up to 15 s).

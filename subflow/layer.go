@@ -92,6 +92,20 @@ func parseHeaders(ip []byte, v6 bool, tcp []byte, payloadLen int) (segment, bool
 	return s, true
 }
 
+// checksumValid verifies the TCP checksum of the packet in data: the TCP
+// header ends at hdrEnd, the packet at total.
+func (s *segment) checksumValid(data stack.PacketData, hdrEnd, total int) bool {
+	ipLen := len(s.ip)
+	var sum uint16
+	if total == data.Size() {
+		sum = data.ChecksumAtOffset(hdrEnd)
+	} else { // link padding after the IP packet: rare, so a copy will do
+		sum = checksum.Checksum(data.AsRange().Capped(total).SubRange(hdrEnd).ToSlice(), 0)
+	}
+	sum = checksum.Combine(sum, checksum.Checksum(s.tcp, 0))
+	return checksum.Combine(sum, s.pseudo(total-ipLen)) == 0xffff
+}
+
 func (s *segment) pseudo(tcpLen int) uint16 {
 	return header.PseudoHeaderChecksum(header.TCPProtocolNumber, s.srcA, s.dstA, uint16(tcpLen))
 }
@@ -425,6 +439,11 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 	if sf == nil && !isSyn {
 		return nil, false // not ours: plain TCP, no options to read
 	}
+	if !pkt.RXChecksumValidated && !seg.checksumValid(data, ipLen+tcpLen, total) {
+		// gVisor would drop it too; nothing it says is looked at.
+		l.reg.mib.Inc(InCsumErrors)
+		return nil, true
+	}
 	var set option.Set
 	perr := option.ParseTCPOptions(seg.tcp.Options(), &set)
 	if sf == nil && l.reg.joinsOnly(t.Local.Port()) && (perr != nil || !set.Has(option.SubtypeMPJoin)) {
@@ -453,6 +472,9 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 		return nil, false
 	}
 	sf.out.CompareAndSwap(nil, l)
+	if act, drop := sf.accepts(seg.tcp, seg.payloadLen); !act {
+		return nil, drop // TCP does not accept it: no MPTCP signal in it counts
+	}
 	v := sf.inbound(seg.tcp, seg.payloadLen, &set, perr)
 	if perr == nil && set.Has(option.SubtypeMPFastclose) {
 		sf.fastcloseIn(&set.MPFastclose, flags.Contains(header.TCPFlagRst)) // before gVisor sees the segment

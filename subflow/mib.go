@@ -1,6 +1,9 @@
 package subflow
 
-import "sync/atomic"
+import (
+	"strings"
+	"sync/atomic"
+)
 
 // Counter is one stack-wide MPTCP event counter. The names are Linux's
 // (`nstat -az | grep MPTcpExt`), so that our counts and the kernel peer's
@@ -59,6 +62,17 @@ const (
 	FallbackOptionsStripped // ours: fell back because a middlebox removed MPTCP options
 	MPCapableDataFallback   // the first data after the handshake came without MPTCP options
 	DssFallback             // data without a DSS mapping later on (options stripped): fell back
+
+	// Segments of MPTCP subflows whose MPTCP options were not acted on
+	// because TCP does not accept the segment (validate.go). The names
+	// are Linux's: its Tcp MIB, and TcpExt after its drop reasons, since
+	// Linux drops such segments in TCP before MPTCP sees them.
+	InCsumErrors       // Tcp: a bad TCP checksum (the segment is dropped)
+	InvalidSequence    // ours: not in the receive window (RFC 793 §3.9)
+	InvalidAckSequence // ours: no ACK, or not the ACK a handshake expects
+	AckUnsentData      // ours: acknowledges bytes never sent
+	TooOldAck          // ours: acknowledges bytes older than a window (RFC 5961 §5.2)
+	InvalidRst         // ours: a RST not at the expected sequence number (RFC 5961 §3.2)
 	numCounters
 )
 
@@ -114,6 +128,12 @@ var counterNames = [numCounters]string{
 	FallbackOptionsStripped: "FallbackOptionsStripped",
 	MPCapableDataFallback:   "MPCapableDataFallback",
 	DssFallback:             "DssFallback",
+	InCsumErrors:            "TcpInCsumErrors",
+	InvalidSequence:         "TcpExtTCPInvalidSequence",
+	InvalidAckSequence:      "TcpExtTCPInvalidAckSequence",
+	AckUnsentData:           "TcpExtTCPAckUnsentData",
+	TooOldAck:               "TcpExtTCPTooOldAck",
+	InvalidRst:              "TcpExtTCPInvalidRst",
 }
 
 // MIBPrefix starts every counter's name as nstat prints it.
@@ -123,6 +143,9 @@ const MIBPrefix = "MPTcpExt"
 func (c Counter) Name() string {
 	if c >= numCounters {
 		return MIBPrefix + "Unknown"
+	}
+	if n := counterNames[c]; strings.HasPrefix(n, "Tcp") {
+		return n // a TCP-level counter: Tcp or TcpExt, as nstat prints them
 	}
 	return MIBPrefix + counterNames[c]
 }

@@ -104,7 +104,8 @@ type Subflow struct {
 	peerRstReason int           // MP_TCPRST reason of the peer's reset; -1 if none
 	fb            fallbackState // §3.7: MP_FAIL, infinite mapping, stripped options (fail.go)
 
-	rst rstState // what our RSTs say (fastclose.go)
+	rst  rstState // what our RSTs say (fastclose.go)
+	view tcpView  // the subflow's TCP sequence space, as the layer saw it (validate.go)
 }
 
 // lastHeader is what the last segment gVisor sent on this subflow said; a
@@ -135,6 +136,7 @@ type Counters struct {
 	JoinAcksSent              uint64 // MP_JOIN third ACKs retransmitted (client) or answered (server)
 	SegmentsSplit             uint64 // segments sent as several, one per DSS mapping
 	ResetsSent                uint64 // RSTs with MP_TCPRST of our own
+	NotAcceptable             uint64 // inbound segments TCP does not accept: options ignored (validate.go)
 }
 
 func newSubflow(reg *Registry, t Tuple, role Role, meta *Meta) *Subflow {
@@ -321,6 +323,7 @@ func (s *Subflow) outbound(h header.TCP, payloadLen int, payloadSum uint16, dst 
 			return dst, s.runsLocked(off, payloadLen, runs)
 		}
 	}
+	s.view.noteOut(h, payloadLen)
 	s.counters.SegmentsOut++
 	s.counters.BytesOut += uint64(payloadLen)
 	if payloadLen > s.maxSeg {

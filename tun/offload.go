@@ -36,6 +36,7 @@ const (
 	virtioNetHdrLen = 10
 
 	vnetFlagNeedsCsum = 1
+	vnetFlagDataValid = 2 // the kernel verified the checksum
 
 	vnetGSONone  = 0
 	vnetGSOTCPv4 = 1
@@ -224,7 +225,7 @@ func (e *offloadEndpoint) reader(d stack.NetworkDispatcher, stop int, done chan 
 		}
 		pkt := buf[:n]
 		if !e.vnet {
-			deliverBytes(d, pkt)
+			deliverBytes(d, pkt, false)
 			e.stats.readSegs.Add(1)
 			continue
 		}
@@ -239,17 +240,25 @@ func (e *offloadEndpoint) reader(d stack.NetworkDispatcher, stop int, done chan 
 			e.stats.readSuper.Add(1)
 			e.stats.readSegs.Add(uint64(cutSuperSegment(d, pkt, int(h.gsoSize))))
 		default:
+			// A checksum the kernel left for us to finish, or one it
+			// checked itself, is valid: the packet is marked so, and the
+			// option layer does not sum its payload again.
+			valid := h.flags&(vnetFlagNeedsCsum|vnetFlagDataValid) != 0
 			if h.flags&vnetFlagNeedsCsum != 0 {
 				completeChecksum(pkt, int(h.csumStart), int(h.csumOffset))
 			}
-			deliverBytes(d, pkt)
+			deliverBytes(d, pkt, valid)
 			e.stats.readSegs.Add(1)
 		}
 	}
 }
 
-// deliverBytes hands one IP packet (copied) to the stack.
-func deliverBytes(d stack.NetworkDispatcher, b []byte) {
+// deliverBytes hands one IP packet (copied) to the stack; valid says its
+// transport checksum is known to be right (pkt.RXChecksumValidated). The
+// NIC sets that flag again from its capabilities before gVisor reads it, so
+// it only spares the layers between this endpoint and the NIC (the option
+// layer) a second sum.
+func deliverBytes(d stack.NetworkDispatcher, b []byte, valid bool) {
 	if len(b) == 0 {
 		return
 	}
@@ -265,6 +274,7 @@ func deliverBytes(d stack.NetworkDispatcher, b []byte) {
 	v := buffer.NewViewSize(len(b))
 	copy(v.AsSlice(), b)
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+	pkt.RXChecksumValidated = valid
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
 }
@@ -320,7 +330,7 @@ func tcpHeaders(b []byte) (ipLen, tcpLen int, v6, ok bool) {
 func cutSuperSegment(d stack.NetworkDispatcher, b []byte, mss int) int {
 	ipLen, tcpLen, v6, ok := tcpHeaders(b)
 	if !ok || mss <= 0 {
-		deliverBytes(d, b) // not something we can cut: let the stack judge it
+		deliverBytes(d, b, false) // not something we can cut: let the stack judge it
 		return 1
 	}
 	hl := ipLen + tcpLen
@@ -373,6 +383,7 @@ func cutSuperSegment(d stack.NetworkDispatcher, b []byte, mss int) int {
 		sum = checksum.Checksum(s[ipLen:], sum)
 		th.SetChecksum(^sum)
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+		pkt.RXChecksumValidated = true // computed just now, from the kernel's own segment
 		d.DeliverNetworkPacket(proto, pkt)
 		pkt.DecRef()
 		count++

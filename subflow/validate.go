@@ -1,0 +1,209 @@
+package subflow
+
+import "gvisor.dev/gvisor/pkg/tcpip/header"
+
+// The layer sees a segment before gVisor's TCP does, but the segment's
+// MPTCP signals may take effect only if TCP accepts it (Linux parses them
+// only after tcp_validate_incoming and tcp_ack): otherwise one blind
+// spoofed segment could remove a subflow, end the stream with a DATA_FIN or
+// acknowledge data the peer never got. gVisor's verdict comes too late (its
+// TCP processes segments on its own goroutines), so the layer keeps its own
+// view of each subflow's sequence space, learnt from the segments passing
+// through it, and applies TCP's tests itself:
+//
+//   - the checksum (the segment is then dropped: gVisor would drop it too);
+//   - RFC 793's acceptability: the segment overlaps the window we
+//     advertised, as Linux's tcp_sequence() tests it: its end is not
+//     before the last ACK we sent (RCV.WUP, which trails RCV.NXT by what
+//     gVisor has not acknowledged yet) and its start is not beyond the
+//     window's right edge;
+//   - RFC 5961 §5.2: SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT, and in
+//     a handshake exactly the ACK of our SYN;
+//   - RFC 5961 §3.2: a RST counts only at RCV.NXT. The layer knows RCV.NXT
+//     to within the bytes gVisor holds unacknowledged, so it takes a RST
+//     from RCV.WUP up to one past the highest byte received in window.
+//
+// A segment that fails any test still reaches gVisor (a bad checksum
+// aside), which answers it as TCP does (a duplicate or challenge ACK); only
+// its MPTCP options are ignored, and a Linux-named counter says why.
+type tcpView struct {
+	sent     bool   // a segment of ours went out: sndNxt is known
+	ackSent  bool   // a segment of ours carried an ACK: rcvWup, rcvEdge known
+	ourWS    uint8  // the window scale our SYN offered
+	ourWSOK  bool   // our SYN offered window scaling
+	peerWSOK bool   // the peer's SYN offered window scaling
+	synAckd  bool   // the peer acknowledged our SYN
+	sndNxt   uint32 // one past the highest sequence number we sent
+	sndUna   uint32 // the highest acceptable ACK the peer sent
+	maxWnd   uint32 // the largest window the peer advertised, scaled
+	rcvWup   uint32 // the highest ACK we sent
+	rcvEdge  uint32 // the highest right edge of a window we advertised
+	rcvHigh  uint32 // one past the highest sequence number accepted from the peer
+}
+
+// scaled reports whether window scaling is in effect: both SYNs offered it.
+func (v *tcpView) scaled() bool { return v.ourWSOK && v.peerWSOK }
+
+// noteOut records what an outbound segment says of the sequence space.
+func (v *tcpView) noteOut(h header.TCP, payloadLen int) {
+	flags := h.Flags()
+	seq := h.SequenceNumber()
+	end := seq + uint32(payloadLen)
+	if flags.Contains(header.TCPFlagSyn) {
+		end++
+		if !v.sent {
+			v.sndUna = seq // nothing acknowledged yet, not even the SYN
+		}
+		o := findOption(h.Options(), header.TCPOptionWS)
+		v.ourWSOK = len(o) == 3
+		if v.ourWSOK {
+			v.ourWS = min(o[2], 14)
+		}
+	}
+	if flags.Contains(header.TCPFlagFin) {
+		end++
+	}
+	if !v.sent || seqAfter(end, v.sndNxt) {
+		v.sndNxt = end
+	}
+	v.sent = true
+	if !flags.Contains(header.TCPFlagAck) || flags.Contains(header.TCPFlagRst) {
+		return
+	}
+	ack := h.AckNumber()
+	wnd := uint32(h.WindowSize())
+	if !flags.Contains(header.TCPFlagSyn) && v.scaled() {
+		wnd <<= v.ourWS // SYN windows are never scaled
+	}
+	if !v.ackSent {
+		v.rcvWup, v.rcvEdge, v.rcvHigh = ack, ack+wnd, ack
+	}
+	if seqAfter(ack, v.rcvWup) {
+		v.rcvWup = ack
+	}
+	if edge := ack + wnd; seqAfter(edge, v.rcvEdge) {
+		v.rcvEdge = edge
+	}
+	v.ackSent = true
+}
+
+// acceptable reports whether TCP accepts an inbound segment, or which
+// counter says why not; an accepted segment updates the view. peerShift is
+// the window scale the peer's SYN asked for.
+func (v *tcpView) acceptable(h header.TCP, payloadLen int, peerShift uint8) (Counter, bool) {
+	flags := h.Flags()
+	seq := h.SequenceNumber()
+	syn, rst := flags.Contains(header.TCPFlagSyn), flags.Contains(header.TCPFlagRst)
+	hasAck := flags.Contains(header.TCPFlagAck)
+	if syn && !hasAck {
+		if v.ackSent {
+			// A SYN on a synchronized subflow, or the peer's SYN
+			// again (gVisor answers it): its options are old news
+			// or a spoof, never acted on.
+			return InvalidSequence, false
+		}
+		v.peerWSOK = len(findOption(h.Options(), header.TCPOptionWS)) == 3
+		v.maxWnd = uint32(h.WindowSize())
+		return 0, true
+	}
+	if !v.sent {
+		return InvalidAckSequence, false // only a SYN opens a subflow
+	}
+	ack := h.AckNumber()
+	if !v.ackSent {
+		// SYN-SENT: only the ACK of our SYN counts (RFC 793 §3.9), on a
+		// SYN-ACK or on a RST refusing the SYN.
+		if !hasAck || ack != v.sndNxt || !syn && !rst {
+			return InvalidAckSequence, false
+		}
+		if syn {
+			v.peerWSOK = len(findOption(h.Options(), header.TCPOptionWS)) == 3
+			v.maxWnd = uint32(h.WindowSize())
+			v.sndUna, v.synAckd = ack, true
+		}
+		return 0, true
+	}
+	if rst {
+		return v.rstAcceptable(seq)
+	}
+	if !hasAck {
+		return InvalidAckSequence, false // RFC 793: drop a segment without ACK
+	}
+	if syn {
+		seq++ // the SYN-ACK again (our third ACK was lost): data follows the SYN
+	}
+	end := seq + uint32(payloadLen)
+	if flags.Contains(header.TCPFlagFin) {
+		end++
+	}
+	if seqAfter(v.rcvWup, end) || seqAfter(seq, v.rcvEdge) {
+		return InvalidSequence, false
+	}
+	switch {
+	case !v.synAckd:
+		// SYN-RECEIVED: SND.UNA < SEG.ACK <= SND.NXT.
+		if !seqAfter(ack, v.sndUna) || seqAfter(ack, v.sndNxt) {
+			return InvalidAckSequence, false
+		}
+	case seqAfter(ack, v.sndNxt):
+		return AckUnsentData, false
+	case seqAfter(v.sndUna-v.maxWnd, ack):
+		return TooOldAck, false
+	}
+	if seqAfter(ack, v.sndUna) || !v.synAckd {
+		v.sndUna, v.synAckd = ack, true
+	}
+	wnd := uint32(h.WindowSize())
+	if !syn && v.scaled() {
+		wnd <<= peerShift
+	}
+	v.maxWnd = max(v.maxWnd, wnd)
+	if seqAfter(end, v.rcvEdge) {
+		end = v.rcvEdge // gVisor keeps nothing beyond the window
+	}
+	if seqAfter(end, v.rcvHigh) {
+		v.rcvHigh = end
+	}
+	return 0, true
+}
+
+// rstAcceptable is RFC 5961 §3.2 with RCV.NXT known to lie between the last
+// ACK we sent and one past the highest byte received in window.
+func (v *tcpView) rstAcceptable(seq uint32) (Counter, bool) {
+	high := v.rcvHigh
+	if seqAfter(v.rcvWup, high) {
+		high = v.rcvWup
+	}
+	if seqAfter(v.rcvWup, seq) || seqAfter(seq, high) {
+		return InvalidRst, false
+	}
+	return 0, true
+}
+
+// accepts decides whether the layer may act on an inbound segment's MPTCP
+// options (act), counting the segments it may not, and whether a segment
+// it may not act on must not reach gVisor either (drop): one carrying data
+// or a FIN that gVisor might take although TCP must not. gVisor takes
+// data whatever the segment's ACK says, and tests the window against its
+// current one, which may reach past the edge the peer was told. The data
+// would enter the subflow's stream with no mapping to place it. Old
+// segments (ending before the last ACK we sent) still reach gVisor, whose
+// duplicate ACK answers a peer that lost our ACK; so do segments without
+// data, which gVisor answers as TCP does (a challenge ACK, say).
+func (s *Subflow) accepts(h header.TCP, payloadLen int) (act, drop bool) {
+	s.mu.Lock()
+	why, ok := s.view.acceptable(h, payloadLen, s.peerWS)
+	old := false
+	if !ok {
+		s.counters.NotAcceptable++
+		end := h.SequenceNumber() + uint32(payloadLen)
+		old = why == InvalidSequence && s.view.ackSent && seqAfter(s.view.rcvWup, end)
+	}
+	s.mu.Unlock()
+	if ok {
+		return true, false
+	}
+	s.reg.mib.Inc(why)
+	carries := payloadLen > 0 || h.Flags().Contains(header.TCPFlagFin)
+	return false, carries && !old
+}

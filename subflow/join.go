@@ -96,6 +96,12 @@ func (s *Subflow) joinThirdAckLocked(h header.TCP, set *option.Set) verdict {
 		return s.failLocked(h, 0, "MP_JOIN third ACK with a wrong HMAC", option.ReasonMPTCPError)
 	}
 	s.reg.mib.Inc(MPJoinAckRx)
+	// Half-open joins do not hold subflow slots (acceptJoin), so the
+	// limit is enforced again as a join completes.
+	if m.subflows.Load()-m.halfOpenN.Load() >= s.reg.maxSubflowsNow.Load() {
+		s.reg.mib.Inc(MPJoinRejected)
+		return s.failLocked(h, 0, "subflow limit reached", option.ReasonAdminProhibited)
+	}
 	s.establishLocked()
 	s.noteEcr(h)
 	s.counters.JoinAcksSent++

@@ -436,8 +436,8 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 	sf := l.reg.Lookup(t)
 	flags := seg.tcp.Flags()
 	isSyn := flags.Contains(header.TCPFlagSyn) && !flags.Contains(header.TCPFlagAck)
-	if sf == nil && !isSyn {
-		return nil, false // not ours: plain TCP, no options to read
+	if sf == nil && !isSyn && tcpLen-header.TCPMinimumSize < mpJoinAckLen {
+		return nil, false // not ours: plain TCP (or a third ACK of a join we forgot: too short for one)
 	}
 	if !pkt.RXChecksumValidated && !seg.checksumValid(data, ipLen+tcpLen, total) {
 		// gVisor would drop it too; nothing it says is looked at.
@@ -446,7 +446,7 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 	}
 	var set option.Set
 	perr := option.ParseTCPOptions(seg.tcp.Options(), &set)
-	if sf == nil && l.reg.joinsOnly(t.Local.Port()) && (perr != nil || !set.Has(option.SubtypeMPJoin)) {
+	if sf == nil && isSyn && l.reg.joinsOnly(t.Local.Port()) && (perr != nil || !set.Has(option.SubtypeMPJoin)) {
 		// A port that takes joins only (a signal endpoint's port, a
 		// listener that stopped accepting): a new connection is refused
 		// before gVisor completes a handshake for nobody.
@@ -454,14 +454,18 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 		l.rejectJoin(t, seg.tcp, seg.payloadLen, option.ReasonAdminProhibited)
 		return nil, true
 	}
-	if sf == nil && perr == nil {
+	if sf == nil && isSyn && perr == nil {
 		switch {
 		case set.Has(option.SubtypeMPCapable) && set.MPCapable.Form == option.MPCSyn && set.MPCapable.Version == 1:
 			sf = l.reg.acceptSYN(t, set.MPCapable.Flags&option.FlagChecksum != 0)
 		case set.Has(option.SubtypeMPJoin) && set.MPJoin.Form == option.JoinSyn:
 			var v joinVerdict
 			var reason uint8
-			sf, v, reason = l.reg.acceptJoin(t, &set.MPJoin)
+			var evicted *Subflow
+			sf, v, reason, evicted = l.reg.acceptJoin(t, &set.MPJoin)
+			if evicted != nil {
+				evicted.Close() // its third ACK, if any, is reset below
+			}
 			if v == joinRejected {
 				l.rejectJoin(t, seg.tcp, seg.payloadLen, reason)
 				return nil, true
@@ -469,6 +473,14 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 		}
 	}
 	if sf == nil {
+		if !isSyn && perr == nil && set.Has(option.SubtypeMPJoin) && set.MPJoin.Form == option.JoinAck && !flags.Contains(header.TCPFlagRst) {
+			// The third ACK of a join we no longer know (evicted by a
+			// join flood, or forgotten after handshakeTimeout): gVisor
+			// would complete a handshake nobody can use.
+			l.reg.mib.Inc(MPJoinNoTokenFound)
+			l.rejectJoin(t, seg.tcp, seg.payloadLen, option.ReasonNoResources)
+			return nil, true
+		}
 		return nil, false
 	}
 	sf.out.CompareAndSwap(nil, l)
@@ -492,6 +504,9 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 	}
 	return nil, false
 }
+
+// mpJoinAckLen is the size of MP_JOIN's third-ACK form (RFC 8684 §3.2).
+const mpJoinAckLen = 4 + option.MPJoinHMACLen
 
 // rejectJoin answers a SYN with MP_JOIN that cannot join anything with a
 // RST carrying MP_TCPRST (RFC 8684 §3.6); gVisor never sees the SYN.

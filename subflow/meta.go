@@ -27,6 +27,11 @@ type Meta struct {
 	// subflows counts the live subflows (handshakes included); the token
 	// is forgotten when the last one goes.
 	subflows atomic.Int32
+	// halfOpen lists the server joins waiting for their third ACK, oldest
+	// first (guarded by the registry's mu): a join flood with the real
+	// token evicts its own oldest entries, never established subflows.
+	halfOpen  []*Subflow
+	halfOpenN atomic.Int32 // how many of the subflows are half-open joins
 
 	canAck  atomic.Bool   // the remote IDSN is known: DATA_ACK may be sent
 	rcvNxt  atomic.Uint64 // the DATA_ACK we send: next DSN expected

@@ -73,6 +73,9 @@ const (
 	AckUnsentData      // ours: acknowledges bytes never sent
 	TooOldAck          // ours: acknowledges bytes older than a window (RFC 5961 §5.2)
 	InvalidRst         // ours: a RST not at the expected sequence number (RFC 5961 §3.2)
+
+	SynFloodFallback    // ours: a SYN answered without MPTCP state: too many handshakes pending
+	JoinHalfOpenEvicted // ours: a half-open join dropped for a newer one of the same connection
 	numCounters
 )
 
@@ -134,6 +137,8 @@ var counterNames = [numCounters]string{
 	AckUnsentData:           "TcpExtTCPAckUnsentData",
 	TooOldAck:               "TcpExtTCPTooOldAck",
 	InvalidRst:              "TcpExtTCPInvalidRst",
+	SynFloodFallback:        "SynFloodFallback",
+	JoinHalfOpenEvicted:     "JoinHalfOpenEvicted",
 }
 
 // MIBPrefix starts every counter's name as nstat prints it.

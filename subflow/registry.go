@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/umptcp/umptcp/option"
@@ -28,6 +29,14 @@ type Registry struct {
 
 	mib MIB
 
+	// pending counts the MP_CAPABLE handshakes of new connections waiting
+	// for their third ACK: bounded, so that a SYN flood cannot grow it.
+	// (Half-open joins are bounded per connection: Meta.halfOpen.)
+	pending atomic.Int32
+	// maxSubflowsNow is maxSubflows for the per-packet path, which must
+	// not take mu while holding a subflow's lock.
+	maxSubflowsNow atomic.Int32
+
 	// Guarded by mu (the path manager may change them at run time).
 	maxSubflows int                  // per connection, the initial one included
 	addrIDs     map[netip.Addr]uint8 // our addresses' IDs (0 is the initial subflow's); replaced, never changed in place
@@ -48,7 +57,7 @@ type dialKey struct {
 // NewRegistry returns an empty registry. checksum says whether this side
 // asks for DSS checksums.
 func NewRegistry(checksum bool) *Registry {
-	return &Registry{
+	r := &Registry{
 		flows:     make(map[Tuple]*Subflow),
 		dials:     make(map[dialKey]*Subflow),
 		listening: make(map[uint16]bool),
@@ -58,6 +67,8 @@ func NewRegistry(checksum bool) *Registry {
 
 		maxSubflows: DefaultMaxSubflows,
 	}
+	r.maxSubflowsNow.Store(DefaultMaxSubflows)
+	return r
 }
 
 // MIB returns the stack-wide counters.
@@ -73,6 +84,7 @@ func (r *Registry) SetMaxSubflows(n int) {
 	r.mu.Lock()
 	r.maxSubflows = n
 	r.mu.Unlock()
+	r.maxSubflowsNow.Store(int32(n))
 }
 
 // SetAddrID gives our address a the ID id (1-255) for the joins that
@@ -266,6 +278,13 @@ func (r *Registry) acceptSYN(t Tuple, peerWantsChecksum bool) *Subflow {
 	if !r.listening[t.Local.Port()] {
 		return nil
 	}
+	if r.pending.Load() >= MaxPendingHandshakes {
+		// A SYN flood: no state for this SYN. gVisor answers it as plain
+		// TCP (with a SYN cookie once its own backlog is full), so a
+		// genuine client still connects, without MPTCP.
+		r.mib.Inc(SynFloodFallback)
+		return nil
+	}
 	m, err := r.newMetaLocked()
 	if err != nil {
 		return nil // answered as plain TCP: fallback
@@ -278,8 +297,6 @@ func (r *Registry) acceptSYN(t Tuple, peerWantsChecksum bool) *Subflow {
 	s := newSubflow(r, t, Server, m)
 	s.st = stateSynReceived
 	r.flows[t] = s
-	// A handshake that never completes (a lost peer, a SYN flood) must not
-	// keep its context forever.
 	s.forgetIfStuck()
 	return s
 }
@@ -297,18 +314,24 @@ const (
 // §3.2), or says why it is refused: an unknown token (reason "MPTCP-specific
 // error", as Linux), or a connection that cannot take another subflow
 // ("administratively prohibited").
-func (r *Registry) acceptJoin(t Tuple, j *option.MPJoin) (*Subflow, joinVerdict, uint8) {
+//
+// Half-open joins do not count against the connection's subflow limit: a
+// flood of join SYNs carrying the real token (the token is on the wire)
+// would otherwise hold every slot. Each connection keeps at most
+// MaxHalfOpenJoins of them; a new one evicts the oldest, which is returned
+// as evicted for the caller to close (outside the registry's lock).
+func (r *Registry) acceptJoin(t Tuple, j *option.MPJoin) (s *Subflow, v joinVerdict, reason uint8, evicted *Subflow) {
 	nonce, err := newNonce()
 	if err != nil {
-		return nil, joinRejected, option.ReasonNoResources
+		return nil, joinRejected, option.ReasonNoResources, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s := r.flows[t]; s != nil {
-		return s, joinAccepted, 0 // a retransmitted SYN
+		return s, joinAccepted, 0, nil // a retransmitted SYN
 	}
 	if !r.listening[t.Local.Port()] {
-		return nil, joinNotOurs, 0
+		return nil, joinNotOurs, 0, nil
 	}
 	r.mib.Inc(MPJoinSynRx)
 	if j.Backup {
@@ -317,27 +340,65 @@ func (r *Registry) acceptJoin(t Tuple, j *option.MPJoin) (*Subflow, joinVerdict,
 	m := r.tokens[j.Token]
 	if m == nil {
 		r.mib.Inc(MPJoinNoTokenFound)
-		return nil, joinRejected, option.ReasonMPTCPError
+		return nil, joinRejected, option.ReasonMPTCPError, nil
 	}
-	if !m.canAck.Load() || int(m.subflows.Load()) >= r.maxSubflows {
+	m.halfOpen = pruneHalfOpen(m.halfOpen)
+	if !m.canAck.Load() || int(m.subflows.Load())-len(m.halfOpen) >= r.maxSubflows {
 		r.mib.Inc(MPJoinRejected)
-		return nil, joinRejected, option.ReasonAdminProhibited
+		return nil, joinRejected, option.ReasonAdminProhibited, nil
 	}
-	s := newSubflow(r, t, Server, m)
+	if len(m.halfOpen) >= MaxHalfOpenJoins {
+		evicted = m.halfOpen[0]
+		m.halfOpen = append(m.halfOpen[:0], m.halfOpen[1:]...)
+		r.mib.Inc(JoinHalfOpenEvicted)
+	}
+	s = newSubflow(r, t, Server, m)
 	s.join = true
 	s.localNonce, s.remoteNonce = nonce, j.Nonce
 	s.localID, s.remoteID = r.addrID(m, t.Local.Addr()), j.AddrID
 	s.peerBackup = j.Backup
 	s.st = stateSynReceived
 	m.subflows.Add(1)
+	m.halfOpen = append(m.halfOpen, s)
 	r.flows[t] = s
 	s.forgetIfStuck()
-	return s, joinAccepted, 0
+	return s, joinAccepted, 0, evicted
 }
 
+// pruneHalfOpen drops the joins that left their handshake.
+func pruneHalfOpen(l []*Subflow) []*Subflow {
+	out := l[:0]
+	for _, s := range l {
+		if s.pending.Load() {
+			out = append(out, s)
+		}
+	}
+	clear(l[len(out):])
+	return out
+}
+
+// Bounds on server handshakes waiting for their third ACK.
+const (
+	// MaxPendingHandshakes bounds those of new connections stack-wide, as
+	// gVisor bounds its own SYN-RECEIVED endpoints before it turns to SYN
+	// cookies.
+	MaxPendingHandshakes = 1024
+	// MaxHalfOpenJoins bounds them per connection. A genuine join
+	// completes in one round trip; under a flood of R SYNs/s it survives
+	// eviction for MaxHalfOpenJoins/R seconds (13 ms at 5 000/s).
+	MaxHalfOpenJoins = 64
+)
+
 // forgetIfStuck forgets a server handshake that never completes (a lost
-// peer, a SYN flood): it must not keep its context forever.
+// peer, a SYN flood): it must not keep its context forever. Until then it
+// counts as pending (see stopHandshakeTimerLocked).
 func (s *Subflow) forgetIfStuck() {
+	s.pending.Store(true)
+	if s.join {
+		s.meta.halfOpenN.Add(1)
+	} else {
+		s.reg.pending.Add(1)
+	}
 	s.hsTimer = time.AfterFunc(handshakeTimeout, func() {
 		s.mu.Lock()
 		stale := s.st == stateSynReceived

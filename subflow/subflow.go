@@ -51,6 +51,7 @@ type Subflow struct {
 	// subflow stays on its path.
 	out     atomic.Pointer[Layer]
 	adopted atomic.Bool // a connection owns it (see Adopt)
+	pending atomic.Bool // a server handshake waiting for its third ACK (Registry.pending)
 
 	// established is closed when the subflow leaves the handshake: MPTCP
 	// in use, fallen back, or (a join) failed.
@@ -278,6 +279,13 @@ func (s *Subflow) stopHandshakeTimerLocked() {
 	if s.hsTimer != nil {
 		s.hsTimer.Stop()
 		s.hsTimer = nil
+	}
+	if s.pending.CompareAndSwap(true, false) {
+		if s.join {
+			s.meta.halfOpenN.Add(-1)
+		} else {
+			s.reg.pending.Add(-1)
+		}
 	}
 }
 

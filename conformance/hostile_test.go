@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"github.com/umptcp/umptcp/internal/hostile"
 	"github.com/umptcp/umptcp/option"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -27,20 +28,20 @@ import (
 // of our MPTCP counters that would show the option was acted on moves;
 // and our stack counts the drop.
 
-// spoof is one forged segment: its TCP flags and options, built from the
-// flow's latest state (f) by make.
+// spoof is one forged segment: its TCP flags and options, built by make
+// from the flow's latest state: f, and in it what the forged sender (snd)
+// and the receiver (rcv) were seen sending.
 type spoof struct {
 	name  string
 	flags header.TCPFlags
-	make  func(h *hostileConn, f *hostile.Flow) []hostile.Appender
+	make  func(f *hostile.Flow, snd, rcv *hostile.Side) []hostile.Appender
 }
 
 // dataFin is a DSS whose DATA_FIN sits at dsn (a mapping of length 1 and
 // SSN 0, as on a segment without data, RFC 8684 §3.3.3), with the peer's
 // latest DATA_ACK beside it.
-func dataFin(f *hostile.Flow, dsn uint64) []hostile.Appender {
-	p := &f.Side[hostile.FromPeer]
-	d := &option.DSS{HasDataAck: true, DataAck64: true, DataAck: p.DataAck,
+func dataFin(f *hostile.Flow, snd *hostile.Side, dsn uint64) []hostile.Appender {
+	d := &option.DSS{HasDataAck: true, DataAck64: true, DataAck: snd.DataAck,
 		HasMapping: true, DSN64: true, DSN: dsn, SSN: 0, DataLen: 1, DataFin: true}
 	if f.Checksum() {
 		hostile.SetDSSChecksum(d, nil)
@@ -59,52 +60,51 @@ func spoofAddr(f *hostile.Flow) netip.Addr {
 
 // hostileSpoofs are the forged segments, each aimed at the initial subflow.
 var hostileSpoofs = []spoof{
-	{"RemoveAddr0", header.TCPFlagAck, func(_ *hostileConn, _ *hostile.Flow) []hostile.Appender {
+	{"RemoveAddr0", header.TCPFlagAck, func(_ *hostile.Flow, _, _ *hostile.Side) []hostile.Appender {
 		return []hostile.Appender{&option.RemoveAddr{N: 1, IDs: [option.MaxRemoveAddrIDs]uint8{0}}}
 	}},
-	{"RemoveAddr1", header.TCPFlagAck, func(_ *hostileConn, _ *hostile.Flow) []hostile.Appender {
+	{"RemoveAddr1", header.TCPFlagAck, func(_ *hostile.Flow, _, _ *hostile.Side) []hostile.Appender {
 		return []hostile.Appender{&option.RemoveAddr{N: 1, IDs: [option.MaxRemoveAddrIDs]uint8{1}}}
 	}},
-	{"RemoveAddr0and1", header.TCPFlagAck, func(_ *hostileConn, _ *hostile.Flow) []hostile.Appender {
+	{"RemoveAddr0and1", header.TCPFlagAck, func(_ *hostile.Flow, _, _ *hostile.Side) []hostile.Appender {
 		return []hostile.Appender{&option.RemoveAddr{N: 2, IDs: [option.MaxRemoveAddrIDs]uint8{0, 1}}}
 	}},
 	// The DSN we expect next (our DATA_ACK) plus a little: once the
 	// kernel's bytes up to it arrive, a believed DATA_FIN ends our
 	// stream there, short.
-	{"DataFinNextDSN", header.TCPFlagAck, func(_ *hostileConn, f *hostile.Flow) []hostile.Appender {
-		return dataFin(f, f.Side[hostile.FromStack].DataAck+1000)
+	{"DataFinNextDSN", header.TCPFlagAck, func(f *hostile.Flow, snd, rcv *hostile.Side) []hostile.Appender {
+		return dataFin(f, snd, rcv.DataAck+1000)
 	}},
 	// Inside the kernel's latest mapping: bytes already mapped would be
 	// cut off.
-	{"DataFinInMapping", header.TCPFlagAck, func(_ *hostileConn, f *hostile.Flow) []hostile.Appender {
-		p := &f.Side[hostile.FromPeer]
-		return dataFin(f, p.DSN+uint64(p.DataLen)/2)
+	{"DataFinInMapping", header.TCPFlagAck, func(f *hostile.Flow, snd, _ *hostile.Side) []hostile.Appender {
+		return dataFin(f, snd, snd.DSN+uint64(snd.DataLen)/2)
 	}},
-	{"MPFail", header.TCPFlagAck, func(_ *hostileConn, f *hostile.Flow) []hostile.Appender {
-		return []hostile.Appender{&option.MPFail{DSN: f.Side[hostile.FromPeer].DSN}}
+	{"MPFail", header.TCPFlagAck, func(_ *hostile.Flow, snd, _ *hostile.Side) []hostile.Appender {
+		return []hostile.Appender{&option.MPFail{DSN: snd.DSN}}
 	}},
-	// MP_FASTCLOSE carries the receiver's key (RFC 8684 §3.5): ours,
-	// here wrong.
-	{"MPFastcloseWrongKey", header.TCPFlagAck, func(_ *hostileConn, f *hostile.Flow) []hostile.Appender {
-		return []hostile.Appender{&option.MPFastclose{Key: f.Side[hostile.FromStack].Key ^ 0x5a5a}}
+	// MP_FASTCLOSE carries the receiver's key (RFC 8684 §3.5), here
+	// wrong.
+	{"MPFastcloseWrongKey", header.TCPFlagAck, func(_ *hostile.Flow, _, rcv *hostile.Side) []hostile.Appender {
+		return []hostile.Appender{&option.MPFastclose{Key: rcv.Key ^ 0x5a5a}}
 	}},
-	{"RstMPTCPRST", header.TCPFlagRst | header.TCPFlagAck, func(_ *hostileConn, _ *hostile.Flow) []hostile.Appender {
+	{"RstMPTCPRST", header.TCPFlagRst | header.TCPFlagAck, func(_ *hostile.Flow, _, _ *hostile.Side) []hostile.Appender {
 		return []hostile.Appender{&option.TCPRST{Reason: option.ReasonMPTCPError}}
 	}},
-	{"AddAddrBadHMAC", header.TCPFlagAck, func(_ *hostileConn, f *hostile.Flow) []hostile.Appender {
+	{"AddAddrBadHMAC", header.TCPFlagAck, func(f *hostile.Flow, _, _ *hostile.Side) []hostile.Appender {
 		return []hostile.Appender{&option.AddAddr{AddrID: 9, Addr: spoofAddr(f), HasHMAC: true, HMAC: 0x0123456789abcdef}}
 	}},
 	// With the HMAC right (the keys crossed the wire in clear).
-	{"AddAddrValid", header.TCPFlagAck, func(_ *hostileConn, f *hostile.Flow) []hostile.Appender {
+	{"AddAddrValid", header.TCPFlagAck, func(f *hostile.Flow, snd, rcv *hostile.Side) []hostile.Appender {
 		a := spoofAddr(f)
-		hm := option.AddAddrHMAC(f.Side[hostile.FromPeer].Key, f.Side[hostile.FromStack].Key, 9, a, 0)
+		hm := option.AddAddrHMAC(snd.Key, rcv.Key, 9, a, 0)
 		return []hostile.Appender{&option.AddAddr{AddrID: 9, Addr: a, HasHMAC: true, HMAC: hm}}
 	}},
-	{"MPPrioBackup", header.TCPFlagAck, func(_ *hostileConn, _ *hostile.Flow) []hostile.Appender {
+	{"MPPrioBackup", header.TCPFlagAck, func(_ *hostile.Flow, _, _ *hostile.Side) []hostile.Appender {
 		return []hostile.Appender{&option.MPPrio{Backup: true}}
 	}},
-	{"DataAckBeyondSent", header.TCPFlagAck, func(_ *hostileConn, f *hostile.Flow) []hostile.Appender {
-		return []hostile.Appender{&option.DSS{HasDataAck: true, DataAck64: true, DataAck: f.Side[hostile.FromStack].MapEnd() + 1<<20}}
+	{"DataAckBeyondSent", header.TCPFlagAck, func(_ *hostile.Flow, _, rcv *hostile.Side) []hostile.Appender {
+		return []hostile.Appender{&option.DSS{HasDataAck: true, DataAck64: true, DataAck: rcv.MapEnd() + 1<<20}}
 	}},
 }
 
@@ -222,7 +222,7 @@ func TestUmptcpKernelHostile(t *testing.T) {
 func (h *hostileConn) spoofNoEffect(t *testing.T, s spoof, p hostile.Placement) {
 	t.Helper()
 	before := h.state()
-	spec := hostile.Spec{Flags: s.flags, Place: p, Fill: func(f *hostile.Flow, sp *hostile.Spec) { sp.Options = s.make(h, f) }}
+	spec := s.spec(hostile.FromPeer, p)
 	if p == hostile.WrongAck && s.flags.Contains(header.TCPFlagRst) {
 		spec.SeqDelta = 1 // see dropCounters
 	}
@@ -268,6 +268,13 @@ func (h *hostileConn) spoofNoEffect(t *testing.T, s spoof, p hostile.Placement) 
 	}
 }
 
+// spec is the hostile.Spec of s sent by dir at placement p.
+func (s spoof) spec(dir hostile.Dir, p hostile.Placement) hostile.Spec {
+	return hostile.Spec{Flags: s.flags, Place: p, Fill: func(f *hostile.Flow, sp *hostile.Spec) {
+		sp.Options = s.make(f, &f.Side[dir], &f.Side[1-dir])
+	}}
+}
+
 func joinLines(s []string) string {
 	out := ""
 	for i, l := range s {
@@ -277,4 +284,52 @@ func joinLines(s []string) string {
 		out += l
 	}
 	return out
+}
+
+// kernelEffectCounters are the kernel's counters that move if it acted on
+// a spoofed option.
+var kernelEffectCounters = []string{
+	"MPTcpExtRmAddr", "MPTcpExtRmSubflow", "MPTcpExtAddAddr", "MPTcpExtEchoAdd", "MPTcpExtMPPrioRx",
+	"MPTcpExtMPFailRx", "MPTcpExtMPFastcloseRx", "MPTcpExtMPRstRx", "MPTcpExtDSSCorruptionFallback",
+	"MPTcpExtDSSCorruptionReset", "MPTcpExtInfiniteMapRx",
+}
+
+// TestUmptcpKernelHostileReference: the same off-path spoofs, forged as if
+// our stack had sent them, at the kernel (Tap.ToPeer). Linux validates a
+// segment's sequence number, checksum and ACK before it reads its MPTCP
+// options, so none has an effect there: this is the behaviour
+// TestUmptcpKernelHostile asks of us, and it shows the forged segments
+// are what they claim to be (a harness bug making them harmless to
+// everyone would make this pass and the umptcp test pass for nothing; one
+// making them acceptable would fail here).
+func TestUmptcpKernelHostileReference(t *testing.T) {
+	RequireRoot(t)
+	for _, kernelServer := range []bool{true, false} {
+		c := hostileCase{fam: 0, kernelServer: kernelServer, subflows: 1}
+		t.Run(c.name(), func(t *testing.T) {
+			h := newHostileConn(t, c)
+			before, err := h.ns()
+			require.NoError(t, err)
+			for _, s := range hostileSpoofs {
+				for _, p := range offPathPlacements {
+					spec := s.spec(hostile.FromStack, p)
+					if p == hostile.WrongAck && s.flags.Contains(header.TCPFlagRst) {
+						spec.SeqDelta = 1 // see dropCounters
+					}
+					_, err := h.tap.Inject(h.local, h.remote, hostile.FromStack, spec)
+					require.NoError(t, err, "inject %s %v", s.name, p)
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			time.Sleep(settleSpoof)
+			after, err := h.ns()
+			require.NoError(t, err)
+			diff := after.Diff(before)
+			t.Logf("kernel counters changed: %v", NonZero(diff))
+			RequireUnchanged(t, diff, kernelEffectCounters...)
+			RequireIncreased(t, diff, "TcpInCsumErrors")
+			require.Empty(t, h.broken(), "the connection after the spoofs")
+			h.finish(t)
+		})
+	}
 }

@@ -1,6 +1,8 @@
 package stack
 
 import (
+	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/umptcp/umptcp/option"
@@ -62,7 +64,38 @@ func (c *Conn) plainError(op string, err error) error {
 
 // isReset reports whether err ends the connection as a reset does: Read
 // returns it at once, buffered data or not.
-func isReset(err error) bool { return err == ErrAborted || err == ErrPeerFastclose }
+func isReset(err error) bool {
+	_, proto := err.(*protocolResetError)
+	return err == ErrAborted || err == ErrPeerFastclose || proto
+}
+
+// protocolResetError ends a connection whose peer broke the data-level
+// rules in a way that leaves no consistent byte stream (a mapping beyond
+// its DATA_FIN, two DATA_FINs): it wraps ErrProtocol and ECONNRESET.
+type protocolResetError struct{ err error }
+
+func (e *protocolResetError) Error() string { return e.err.Error() }
+func (e *protocolResetError) Unwrap() error { return e.err }
+
+// protocolReset ends the connection on a data-level protocol error, as
+// Abort does (MP_FASTCLOSE on every subflow), so that the peer's
+// application sees an error too: ending it quietly could leave one side
+// with a clean EOF and the other with "all sent" while bytes were lost.
+// The caller may hold a subflow's lock or the receive lock, so all of it
+// runs on a goroutine of its own; Read checks the recorded error itself
+// meanwhile (see protocolResetErr).
+func (c *Conn) protocolReset(err error) {
+	e := protocolResetErr(err)
+	go func() {
+		if c.resetErr(e) {
+			c.resetPaths(true, nil)
+		}
+	}()
+}
+
+func protocolResetErr(err error) error {
+	return &protocolResetError{fmt.Errorf("%w: %w; connection reset (%w)", ErrProtocol, err, syscall.ECONNRESET)}
+}
 
 // resetErr makes err the connection's error for readers and writers,
 // replacing any other (a reset says what happened last and for good), and

@@ -103,6 +103,7 @@ func newConn(s *Stack, role subflow.Role, ep tcpip.Endpoint, wq *waiter.Queue, s
 		c.sched = s.newScheduler()
 		c.s.bindMeta(c.meta, c)
 		c.watchPeerFastclose()
+		c.meta.OnProtocolError(c.protocolReset)
 	}
 	return c
 }

@@ -175,29 +175,43 @@ func (p *path) event(k pm.EventKind, err error) pm.Event {
 // left to carry data or the next join's token the connection would only
 // die, which a REMOVE_ADDR does not ask for (Linux keeps such a
 // connection too); the path manager may still destroy it explicitly.
+//
+// What survives is counted when the removal is decided, under pmu, and a
+// subflow being reset (closeWhy set) no longer counts: its reader notices
+// the reset (and sets ended) only later, so a REMOVE_ADDR naming every
+// address, one ID after the other, would otherwise find "another" subflow
+// each time and leave none.
 func (c *Conn) dropPaths(match func(p *path) bool, why string) int {
+	c.pmu.Lock()
 	others := 0
-	c.eachPath(func(p *path) {
-		if !p.ended.Load() && p.sf != nil && !match(p) {
+	var drop []*path
+	for _, p := range c.paths {
+		if p.ended.Load() || p.sf == nil || p.closeWhy.Load() != nil {
+			continue
+		}
+		if match(p) {
+			drop = append(drop, p)
+		} else {
 			others++
 		}
-	})
+	}
 	if others == 0 {
-		c.s.pmLog("not closing the last subflow although %s", why)
+		c.pmu.Unlock()
+		if len(drop) > 0 {
+			c.s.pmLog("not closing the last subflow although %s", why)
+		}
 		return 0
 	}
-	n := 0
-	c.eachPath(func(p *path) {
-		if p.ended.Load() || p.sf == nil || !match(p) {
-			return
-		}
+	for _, p := range drop {
 		p.onPurpose.Store(true)
 		p.closeWhy.Store(&why)
+	}
+	c.pmu.Unlock()
+	for _, p := range drop {
 		c.s.reg.MIB().Inc(subflow.RmSubflow)
 		p.ep.Abort()
-		n++
-	})
-	return n
+	}
+	return len(drop)
 }
 
 // startPM hands the connection to the path manager: Created, then

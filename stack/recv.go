@@ -31,6 +31,11 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if isReset(c.rerr) { // Abort or MP_FASTCLOSE: unread data is gone
 			return 0, opError("read", c, c.rerr)
 		}
+		if perr := c.meta.ProtocolErr(); perr != nil {
+			// The reset is on its way (protocolReset): no more data,
+			// and no EOF either.
+			return 0, opError("read", c, protocolResetErr(perr))
+		}
 		if c.ring != nil && c.ring.Buffered() > 0 {
 			if len(b) == 0 {
 				return 0, nil
@@ -66,6 +71,12 @@ func (c *Conn) readLoop(p *path) {
 	for {
 		_, terr := p.ep.Read(w, tcpip.ReadOptions{})
 		if w.err != nil {
+			if w.err == errProtocolReset {
+				// protocolReset resets every subflow, this one
+				// included, with MP_FASTCLOSE.
+				c.pathEnded(p, w.err)
+				return
+			}
 			if c.readerFailed(p, w.err) {
 				return
 			}
@@ -173,6 +184,15 @@ func (c *Conn) ingest(sf *subflow.Subflow, b []byte, off *uint64, p *pending) er
 			return wrapf("%w: %d bytes at subflow offset %d have no DSS mapping", ErrProtocol, len(b), *off)
 		}
 		take := int(min(uint64(len(b)), m.Off+uint64(m.Len)-*off))
+		if fin, ok := c.meta.PeerFin(); ok && m.DSN+(*off-m.Off)+uint64(take) > fin {
+			// The option layer refuses mappings beyond an accepted
+			// DATA_FIN; bytes that still get here (a fallback's
+			// implicit mapping) cannot be both delivered and after
+			// the end of the stream.
+			err := wrapf("%w: %d bytes at DSN %d reach beyond the DATA_FIN at %d", ErrProtocol, take, m.DSN+(*off-m.Off), fin)
+			c.meta.ProtocolError(err)
+			return errProtocolReset
+		}
 		if m.HasChecksum {
 			if !p.on || p.m.Off != m.Off {
 				if *off != m.Off {
@@ -269,27 +289,43 @@ func (c *Conn) nextLocked() uint64 {
 }
 
 // checkFinLocked notices that the peer's DATA_FIN is next in sequence.
+// The stream ends only where the in-order point meets the DATA_FIN
+// exactly: bytes at or beyond it (which the option layer and ingest
+// refuse) would make it a protocol error, never a skipped EOF or an EOF
+// with bytes acknowledged and thrown away.
 func (c *Conn) checkFinLocked() bool {
 	if c.eof {
 		return false
 	}
-	if fin, ok := c.meta.PeerFin(); ok && c.nextLocked() == fin {
+	fin, ok := c.meta.PeerFin()
+	if !ok || c.meta.ProtocolErr() != nil {
+		return false
+	}
+	switch next := c.nextLocked(); {
+	case next == fin:
 		c.eof = true
 		c.meta.SetDataAck(c.dataAckLocked())
 		c.rcond.Broadcast()
 		return true
+	case next > fin:
+		c.meta.ProtocolError(fmt.Errorf("in-order data reached DSN %d, beyond the DATA_FIN at %d", next, fin))
 	}
 	return false
 }
 
-// dataAckLocked is what we acknowledge: every byte in order, and the
-// DATA_FIN once reached (it occupies one DSN).
+// dataAckLocked is what we acknowledge: every byte in order (delivered or
+// in the ring), and the DATA_FIN once reached (it occupies one DSN).
 func (c *Conn) dataAckLocked() uint64 {
 	if c.eof {
-		return c.nextLocked() + 1
+		fin, _ := c.meta.PeerFin()
+		return fin + 1
 	}
 	return c.nextLocked()
 }
+
+// errProtocolReset stops a subflow's reader on a protocol error that
+// resets the whole connection (see protocolReset).
+var errProtocolReset = errors.New("umptcp: protocol error: connection reset")
 
 // pathEnded handles the end of a subflow's byte stream: the peer's TCP FIN
 // (normal after DATA_FIN) or an error such as a reset. The connection

@@ -176,6 +176,15 @@ func (s *Subflow) mpFailLocked(h header.TCP, f *option.MPFail) {
 	if s.fb.on || !s.infiniteAllowedLocked() {
 		return // Linux ignores it too when several subflows exist
 	}
+	if !s.meta.checksum.Load() {
+		// Only a DSS checksum failure makes a peer send MP_FAIL (Linux
+		// too): without checksums this one is forged. Answering it
+		// would make both ends fall back, and the peer's infinite
+		// mapping, on segments it sized as plain TCP, then exceeds the
+		// MTU (no room was reserved without checksums): the connection
+		// stalled for good.
+		return
+	}
 	var buf [16]byte
 	echo := option.MPFail{DSN: f.DSN}
 	s.reg.mib.Inc(MPFailTx)

@@ -38,10 +38,17 @@ type Meta struct {
 	sndUna  atomic.Uint64 // the highest DATA_ACK the peer sent
 	sndMax  atomic.Uint64 // one past the highest DSN handed to a subflow (DATA_FIN included)
 	finSeq  atomic.Uint64 // our DATA_FIN's DSN + 1; 0 while we have not closed
-	peerFin atomic.Uint64 // the peer's DATA_FIN DSN + 1; 0 while not received
+	peerFin atomic.Uint64 // the peer's DATA_FIN DSN + 1; 0 while not received; written under rxMu
 	wndEnd  atomic.Uint64 // right edge of the peer's data-level receive window
 
 	changed chan struct{} // poked when sndUna or peerFin advance
+
+	// rxMu orders the peer's mappings against its DATA_FIN across
+	// subflows (datafin.go): rxMapped is one past the highest DSN any
+	// mapping of the peer's covered.
+	rxMu     sync.Mutex
+	rxMapped uint64
+	perr     protoErrHook // a data-level protocol error ends the connection (datafin.go)
 
 	// joined is set once a subflow joined (MP_JOIN): from then on the
 	// connection may no longer fall back to TCP with an infinite mapping
@@ -179,8 +186,12 @@ func (m *Meta) noteWndEnd(v uint64) {
 	}
 }
 
-// onPeerFin records the peer's DATA_FIN; false if it was known already.
+// onPeerFin records the peer's DATA_FIN without the checks of
+// acceptPeerFin (a fallen-back subflow's TCP FIN, which no mapping can
+// contradict); false if one was known already.
 func (m *Meta) onPeerFin(dsn uint64) bool {
+	m.rxMu.Lock()
+	defer m.rxMu.Unlock()
 	if m.peerFin.CompareAndSwap(0, dsn+1) {
 		m.poke()
 		return true

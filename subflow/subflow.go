@@ -696,6 +696,11 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 	if set.Has(option.SubtypeMPCapable) && s.role == Server {
 		mpc := &set.MPCapable
 		if (mpc.Form == option.MPCAckData || mpc.Form == option.MPCAckDataCsum) && mpc.DataLen > 0 {
+			if !m.noteMapping(m.remoteIDSN+1, m.remoteIDSN+1+uint64(mpc.DataLen)) {
+				s.protocolErrorLocked("the first data mapped beyond the DATA_FIN")
+				s.counters.SegmentsDropped++
+				return drop
+			}
 			s.rx.add(Mapping{Off: 0, DSN: m.remoteIDSN + 1, Len: uint32(mpc.DataLen), WireLen: mpc.DataLen, SSN: 1,
 				HasChecksum: mpc.Form == option.MPCAckDataCsum, Checksum: mpc.Checksum})
 		}
@@ -777,6 +782,29 @@ func (s *Subflow) applyDSS(d *option.DSS) bool {
 			hasMap = true
 		}
 	}
+	// The mapping and the DATA_FIN against the connection's others
+	// (datafin.go): nothing may be mapped beyond an accepted DATA_FIN,
+	// and a DATA_FIN below what is mapped already is not believed.
+	if hasMap && !m.noteMapping(mp.DSN, mp.DSN+uint64(mp.Len)) {
+		fin, _ := m.PeerFin()
+		s.protocolErrorLocked("DSN %d-%d mapped beyond the DATA_FIN at %d", mp.DSN, mp.DSN+uint64(mp.Len), fin)
+		return false
+	}
+	repeat := false
+	if fin {
+		switch m.acceptPeerFin(finDSN) {
+		case finBelow:
+			s.counters.ImplausibleDSS++
+			return false
+		case finConflict:
+			old, _ := m.PeerFin()
+			s.protocolErrorLocked("a second DATA_FIN at DSN %d, the first at %d", finDSN, old)
+			return false
+		case finRepeat:
+			repeat = true
+		}
+		s.counters.DataFinRecvd++
+	}
 	if s.role == Client {
 		s.fullyEstab = true
 	}
@@ -785,14 +813,11 @@ func (s *Subflow) applyDSS(d *option.DSS) bool {
 		// §3.3.4: the receive window is relative to the DATA_ACK.
 		m.noteWndEnd(ack + uint64(s.lastWnd)<<s.peerWS)
 	}
-	if fin {
-		s.counters.DataFinRecvd++
-		if !m.onPeerFin(finDSN) && m.rcvNxt.Load() > finDSN {
-			// A DATA_FIN we acknowledged already: our ACK was lost.
-			// A pure ACK does not make gVisor answer, so we do.
-			s.sentAck = 0
-			s.armAckLocked()
-		}
+	if repeat && m.rcvNxt.Load() > finDSN {
+		// A DATA_FIN we acknowledged already: our ACK was lost.
+		// A pure ACK does not make gVisor answer, so we do.
+		s.sentAck = 0
+		s.armAckLocked()
 	}
 	if hasMap {
 		s.rx.add(mp) // consistent, checked above

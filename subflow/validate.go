@@ -19,9 +19,8 @@ import "gvisor.dev/gvisor/pkg/tcpip/header"
 //     window's right edge;
 //   - RFC 5961 §5.2: SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT, and in
 //     a handshake exactly the ACK of our SYN;
-//   - RFC 5961 §3.2: a RST counts only at RCV.NXT. The layer knows RCV.NXT
-//     to within the bytes gVisor holds unacknowledged, so it takes a RST
-//     from RCV.WUP up to one past the highest byte received in window.
+//   - RFC 5961 §3.2: a RST counts only at RCV.NXT exactly, which the layer
+//     follows from the segments it hands on (see tcpView.rcvNxt).
 //
 // A segment that fails any test still reaches gVisor (a bad checksum
 // aside), which answers it as TCP does (a duplicate or challenge ACK); only
@@ -39,7 +38,21 @@ type tcpView struct {
 	rcvWup   uint32 // the highest ACK we sent
 	rcvEdge  uint32 // the highest right edge of a window we advertised
 	rcvHigh  uint32 // one past the highest sequence number accepted from the peer
+
+	// RCV.NXT as gVisor will have it when it processes the next segment:
+	// gVisor takes a subflow's segments in the order the layer hands them
+	// on, so its in-order point is the layer's, given the out-of-order
+	// ranges received beyond it. rcvNxt is exact while uncertain is false;
+	// more holes than ooo holds make it a lower bound until gVisor's own
+	// ACK (rcvWup) passes them all.
+	rcvNxt    uint32
+	ooo       [4]seqRange
+	nOOO      int
+	uncertain bool
 }
+
+// seqRange is [start, end) in sequence space.
+type seqRange struct{ start, end uint32 }
 
 // scaled reports whether window scaling is in effect: both SYNs offered it.
 func (v *tcpView) scaled() bool { return v.ourWSOK && v.peerWSOK }
@@ -76,10 +89,13 @@ func (v *tcpView) noteOut(h header.TCP, payloadLen int) {
 		wnd <<= v.ourWS // SYN windows are never scaled
 	}
 	if !v.ackSent {
-		v.rcvWup, v.rcvEdge, v.rcvHigh = ack, ack+wnd, ack
+		v.rcvWup, v.rcvEdge, v.rcvHigh, v.rcvNxt = ack, ack+wnd, ack, ack
 	}
 	if seqAfter(ack, v.rcvWup) {
 		v.rcvWup = ack
+		if seqAfter(ack, v.rcvNxt) {
+			v.advanceTo(ack) // gVisor knows better: what it acknowledged is in order
+		}
 	}
 	if edge := ack + wnd; seqAfter(edge, v.rcvEdge) {
 		v.rcvEdge = edge
@@ -164,17 +180,78 @@ func (v *tcpView) acceptable(h header.TCP, payloadLen int, peerShift uint8) (Cou
 	if seqAfter(end, v.rcvHigh) {
 		v.rcvHigh = end
 	}
+	if seqAfter(end, seq) {
+		v.received(seq, end)
+	}
 	return 0, true
 }
 
-// rstAcceptable is RFC 5961 §3.2 with RCV.NXT known to lie between the last
-// ACK we sent and one past the highest byte received in window.
-func (v *tcpView) rstAcceptable(seq uint32) (Counter, bool) {
-	high := v.rcvHigh
-	if seqAfter(v.rcvWup, high) {
-		high = v.rcvWup
+// received records that [seq, end) reached gVisor, which keeps it in
+// order or out of order.
+func (v *tcpView) received(seq, end uint32) {
+	if !seqAfter(seq, v.rcvNxt) {
+		if seqAfter(end, v.rcvNxt) {
+			v.advanceTo(end)
+		}
+		return
 	}
-	if seqAfter(v.rcvWup, seq) || seqAfter(seq, high) {
+	for i := 0; i < v.nOOO; i++ { // merge with a range it touches
+		r := &v.ooo[i]
+		if !seqAfter(seq, r.end) && !seqAfter(r.start, end) {
+			if seqAfter(r.start, seq) {
+				r.start = seq
+			}
+			if seqAfter(end, r.end) {
+				r.end = end
+			}
+			return
+		}
+	}
+	if v.nOOO == len(v.ooo) {
+		v.uncertain = true // too many holes to follow: a lower bound now
+		return
+	}
+	v.ooo[v.nOOO] = seqRange{seq, end}
+	v.nOOO++
+}
+
+// advanceTo moves the in-order point to to, and on through the
+// out-of-order ranges it now reaches.
+func (v *tcpView) advanceTo(to uint32) {
+	v.rcvNxt = to
+	for moved := true; moved; {
+		moved = false
+		for i := 0; i < v.nOOO; i++ {
+			r := v.ooo[i]
+			if seqAfter(r.start, v.rcvNxt) {
+				continue
+			}
+			if seqAfter(r.end, v.rcvNxt) {
+				v.rcvNxt = r.end
+			}
+			v.nOOO--
+			v.ooo[i] = v.ooo[v.nOOO]
+			moved = true
+			break
+		}
+	}
+	if v.uncertain && v.nOOO == 0 && !seqAfter(v.rcvHigh, v.rcvNxt) {
+		v.uncertain = false // nothing is missing: exact again
+	}
+}
+
+// rstAcceptable is RFC 5961 §3.2: a RST counts only at RCV.NXT exactly.
+// While more holes were open than the view follows, RCV.NXT is known only
+// to lie between our in-order point and one past the highest byte
+// received, and a RST anywhere there counts.
+func (v *tcpView) rstAcceptable(seq uint32) (Counter, bool) {
+	if !v.uncertain {
+		if seq != v.rcvNxt {
+			return InvalidRst, false
+		}
+		return 0, true
+	}
+	if seqAfter(v.rcvNxt, seq) || seqAfter(seq, v.rcvHigh) {
 		return InvalidRst, false
 	}
 	return 0, true

@@ -117,14 +117,42 @@ func TestTCPViewEstablished(t *testing.T) {
 	}
 }
 
-func TestTCPViewRstRange(t *testing.T) {
-	// RCV.NXT lies between the last ACK we sent and the highest byte
-	// received: a RST anywhere there counts, nowhere else.
-	v := established(t) // rcvWup 5001, 100 bytes received: rcvHigh 5101
-	for seq, want := range map[uint32]bool{5000: false, 5001: true, 5050: true, 5101: true, 5102: false} {
+func TestTCPViewRstExact(t *testing.T) {
+	// RFC 5961: a RST counts only at RCV.NXT, which the view follows from
+	// the segments gVisor gets, holes and all.
+	rstAt := func(v *tcpView, seq uint32) bool {
 		_, ok := v.acceptable(hdr(seq, 0, rst, 0, -1), 0, 4)
-		require.Equal(t, want, ok, "RST at %d", seq)
+		return ok
 	}
+	data := func(v *tcpView, seq uint32, n int) {
+		_, ok := v.acceptable(hdr(seq, 1001, ack, 2000, -1), n, 4)
+		require.True(t, ok, "data at %d", seq)
+	}
+	v := established(t) // [5001, 5101) received, RCV.WUP 5001
+	for seq, want := range map[uint32]bool{5000: false, 5001: false, 5050: false, 5101: true, 5102: false} {
+		require.Equal(t, want, rstAt(v, seq), "RST at %d", seq)
+	}
+	data(v, 5201, 100) // out of order: a hole at [5101, 5201)
+	require.True(t, rstAt(v, 5101))
+	require.False(t, rstAt(v, 5301))
+	data(v, 5101, 100) // the hole fills: RCV.NXT jumps past the queued range
+	require.False(t, rstAt(v, 5201))
+	require.True(t, rstAt(v, 5301))
+
+	// More holes than the view follows: RCV.NXT is known only to lie
+	// between the in-order point and the highest byte received ...
+	for i := uint32(0); i < 6; i++ {
+		data(v, 5401+200*i, 100)
+	}
+	require.False(t, rstAt(v, 5300))
+	require.True(t, rstAt(v, 5301))
+	require.True(t, rstAt(v, 6000))
+	require.True(t, rstAt(v, 6501))
+	require.False(t, rstAt(v, 6502))
+	// ... until gVisor's own ACK says where it is, and nothing is missing.
+	v.noteOut(hdr(1001, 6501, ack, 1000, -1), 0)
+	require.False(t, rstAt(v, 6500))
+	require.True(t, rstAt(v, 6501))
 }
 
 func TestTCPViewWraps(t *testing.T) {

@@ -232,7 +232,8 @@ func TestFastcloseFromRawPeer(t *testing.T) {
 }
 
 // TestRstReasonInSubflowStats: the reason of the peer's MP_TCPRST is
-// reported on the subflow and counted (MPRstRx).
+// reported on the subflow and counted (MPRstRx); a reset of the only
+// subflow ends the connection, and the peer hears of it (Farewell).
 func TestRstReasonInSubflowStats(t *testing.T) {
 	n := newBadJoinNet(t, nil)
 	f, sc := n.connectMPTCP(t, 41001)
@@ -248,5 +249,23 @@ func TestRstReasonInSubflowStats(t *testing.T) {
 	require.ErrorIs(t, err, syscall.ECONNRESET, "the only subflow was reset")
 	require.NotErrorIs(t, err, stack.ErrPeerFastclose, "a subflow reset is no fastclose")
 	require.Zero(t, mib(n.server, subflow.MPFastcloseRx))
-	require.Zero(t, mib(n.server, subflow.MPRstTx), "a RST is not answered")
+	// That RST ended the connection with its only subflow, and the peer
+	// may not have sent it (an in-window forgery is as valid to TCP): the
+	// server tells the peer that the connection is gone, MP_FASTCLOSE at
+	// the peer's RCV.NXT, once.
+	deadline := time.Now().Add(fcWait)
+	for {
+		s, ok := n.raw.expect(f, time.Until(deadline))
+		require.True(t, ok, "no MP_FASTCLOSE from the server after its last subflow was reset")
+		if !s.flags.Contains(header.TCPFlagRst) {
+			continue // a DATA_ACK that was on its way
+		}
+		require.NoError(t, s.perr)
+		require.True(t, s.set.Has(option.SubtypeMPFastclose), "%s", s)
+		require.Equal(t, f.clientKey, s.set.MPFastclose.Key, "the receiver's key: %s", s)
+		require.Equal(t, f.rcvNxt, s.seq, "at the peer's RCV.NXT: %s", s)
+		break
+	}
+	require.EqualValues(t, 1, mib(n.server, subflow.MPFastcloseTx))
+	require.EqualValues(t, 1, mib(n.server, subflow.MPRstTx))
 }

@@ -359,6 +359,18 @@ func (c *Conn) pathEnded(p *path, err error) {
 		return
 	}
 	c.rmu.Lock()
+	peerReset := isReset(c.rerr)
+	c.rmu.Unlock()
+	if !peerReset && !c.ending() {
+		// The connection dies with its last subflow; a peer that did not
+		// reset them itself must hear of it (subflow.Farewell).
+		c.eachPath(func(p *path) {
+			if p.sf != nil && p.sf.Farewell() {
+				c.s.pmLog("connection lost with its last subflow: MP_FASTCLOSE to the peer on %s", p.sf.Tuple().Local)
+			}
+		})
+	}
+	c.rmu.Lock()
 	c.checkFinLocked()
 	if !c.eof && !c.rclosed {
 		if isEOF(err) {

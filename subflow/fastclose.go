@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/umptcp/umptcp/option"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // Resets of MPTCP subflows (RFC 8684 §3.6) and the abrupt close of a whole
@@ -32,6 +33,46 @@ type rstState struct {
 	fastclose bool  // our next RST carries MP_FASTCLOSE (Conn.Abort)
 	sent      uint8 // 1 + the reason of the last MP_TCPRST we sent; 0: none
 	plain     bool  // the peer reset the subflow: our RSTs meet no socket, and are plain
+	// farewellDue: the peer's RST (without MP_FASTCLOSE) ended the
+	// connection's last subflow, so our next RST on it carries
+	// MP_FASTCLOSE (see Farewell); farewell: that MP_FASTCLOSE went out.
+	farewellDue, farewell bool
+}
+
+// Farewell tells the peer that the connection is gone, when the stack lost
+// it because the peer's RST ended every subflow. That RST may not be the
+// peer's: an in-window one forged by an on-path attacker is as valid to
+// TCP, and the peer, whose end of the subflow still lives, would wait for
+// data forever (Linux keeps a connection without subflows, and reports no
+// subflow reset to its application). A RST carrying MP_FASTCLOSE with the
+// peer's key (§3.5) ends its connection too, so both ends report an error.
+// The first RST gVisor sends on the subflow afterwards, in answer to the
+// peer's next segment, carries it at exactly the peer's RCV.NXT
+// (rstOptionsLocked); the stack calls Farewell once it has seen every
+// subflow end, for a peer that sends nothing more. That one goes at the two
+// sequence numbers the peer's RCV.NXT can be: what it acknowledged last,
+// and our SND.NXT; a peer whose subflow is really gone ignores them. It
+// reports whether it sent anything.
+func (s *Subflow) Farewell() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.out.Load()
+	if l == nil || s.st != stateEstablished || s.fb.on || !s.rst.plain || s.rst.farewell || !s.view.ackSent {
+		return false
+	}
+	s.rst.farewell = true
+	var buf [maxTCPOptions]byte
+	fc := option.MPFastclose{Key: s.meta.remoteKey}
+	o := fc.Append(buf[:0])
+	r := option.TCPRST{Reason: option.ReasonUnspecified}
+	o = pad(r.Append(o))
+	l.writeSegment(s.tuple, s.view.sndUna, s.view.rcvNxt, header.TCPFlagRst|header.TCPFlagAck, 0, o)
+	if s.view.sndNxt != s.view.sndUna {
+		l.writeSegment(s.tuple, s.view.sndNxt, s.view.rcvNxt, header.TCPFlagRst|header.TCPFlagAck, 0, o)
+	}
+	s.reg.mib.Inc(MPFastcloseTx) // once: the peer takes at most one of them
+	s.reg.mib.Inc(MPRstTx)
+	return true
 }
 
 // SetResetReason records why the stack is about to reset the subflow
@@ -70,10 +111,21 @@ func (s *Subflow) ResetReason() (uint8, bool) {
 // the subflow: MP_FASTCLOSE when the connection is being aborted, then
 // MP_TCPRST. At most 16 bytes, which fit next to gVisor's timestamps.
 // Like Linux, each option sent is counted once per RST, and only the
-// subflow's first RST carries them.
+// subflow's first RST carries them; after the peer's RST only the farewell
+// of a connection that died with that subflow does (see Farewell).
 func (s *Subflow) rstOptionsLocked(dst []byte) []byte {
 	if s.st != stateEstablished {
 		return dst // handshake, fallback or failed join: a plain RST
+	}
+	if s.rst.farewellDue && !s.rst.farewell {
+		s.rst.farewell = true
+		fc := option.MPFastclose{Key: s.meta.remoteKey}
+		dst = fc.Append(dst)
+		r := option.TCPRST{Reason: option.ReasonUnspecified}
+		dst = r.Append(dst)
+		s.reg.mib.Inc(MPFastcloseTx)
+		s.reg.mib.Inc(MPRstTx)
+		return dst
 	}
 	if s.rst.sent != 0 || s.rst.plain {
 		// Our reset went out already, or the peer reset the subflow:

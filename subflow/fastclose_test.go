@@ -75,13 +75,40 @@ func TestRstDecoration(t *testing.T) {
 	})
 	require.Zero(t, allocs, "allocations per decorated RST")
 
-	// After the peer's RST, ours meet no socket: plain, uncounted.
+	// After the peer's RST on a subflow while another lives, ours meet no
+	// socket: plain, uncounted.
 	pr := establishedForTest(reg)
+	pr.meta.subflows.Store(2)
 	sent := reg.MIB().Get(MPRstTx)
 	pr.inbound(rstSeg(), 0, &option.Set{}, nil)
 	out, _ = pr.outbound(rstSeg(), 0, 0, buf[:0], nil)
 	require.Empty(t, out, "a RST after the peer's is plain")
 	require.Equal(t, sent, reg.MIB().Get(MPRstTx))
+
+	// After a RST on the connection's last subflow, which the peer may not
+	// have sent (an in-window forgery), our next RST tells the peer that
+	// the connection is gone: MP_FASTCLOSE, once (see Farewell).
+	last := establishedForTest(reg)
+	last.meta.subflows.Store(1)
+	fcs := reg.MIB().Get(MPFastcloseTx)
+	last.inbound(rstSeg(), 0, &option.Set{}, nil)
+	out, _ = last.outbound(rstSeg(), 0, 0, buf[:0], nil)
+	set = option.Set{}
+	require.NoError(t, option.ParseTCPOptions(out, &set))
+	require.True(t, set.Has(option.SubtypeMPFastclose), "the RST after the last subflow's")
+	require.Equal(t, uint64(0x2222), set.MPFastclose.Key)
+	require.Equal(t, fcs+1, reg.MIB().Get(MPFastcloseTx))
+	out, _ = last.outbound(rstSeg(), 0, 0, buf[:0], nil)
+	require.Empty(t, out, "only once")
+	// Not when the peer's RST carried MP_FASTCLOSE itself: it knows.
+	known := establishedForTest(reg)
+	known.meta.subflows.Store(1)
+	var withFC option.Set
+	fc := option.MPFastclose{Key: 0x1111}
+	require.NoError(t, option.ParseTCPOptions(fc.Append(nil), &withFC))
+	known.inbound(rstSeg(), 0, &withFC, nil)
+	out, _ = known.outbound(rstSeg(), 0, 0, buf[:0], nil)
+	require.Empty(t, out, "a RST after the peer's MP_FASTCLOSE is plain")
 
 	fb := establishedForTest(reg)
 	fb.Fallback("test")

@@ -586,6 +586,9 @@ func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseEr
 		// plain and uncounted, as Linux's from no socket, so that our
 		// counters match the peer's.
 		s.rst.plain = true
+		if s.st == stateEstablished && !s.fb.on && !set.Has(option.SubtypeMPFastclose) && m.subflows.Load() <= 1 {
+			s.rst.farewellDue = true // the connection dies with it: see Farewell
+		}
 		if set.Has(option.SubtypeMPTCPRST) {
 			s.peerRstReason = int(set.TCPRST.Reason)
 			s.countPeerResetLocked()

@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,9 +30,13 @@ func TestUmptcpKernelHostileInWindow(t *testing.T) {
 			t.Run(c.name()+"/"+s.name, func(t *testing.T) {
 				h := newHostileConn(t, c)
 				time.Sleep(50 * time.Millisecond) // data in flight both ways
+				before := h.st.MIB()
 				h.inject(s.spec(hostile.FromPeer, hostile.InWindow))
 				time.Sleep(settleSpoof)
-				if msg := h.xfer.agree(finishTimeout); msg != "" {
+				msg := h.xfer.agree(finishTimeout)
+				t.Logf("OUTCOME umptcp-receiver %s %s: %s | our counters: %s | %s", roleName(kernelServer), s.name,
+					inWindowVerdict(h.xfer, msg), strings.Join(oursMovedCounters(before, h.st.MIB()), " "), h.xfer.outcome())
+				if msg != "" {
 					t.Errorf("%s in window: the ends disagree: %s\n%s", s.name, msg, h.report())
 				}
 			})

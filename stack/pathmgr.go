@@ -55,6 +55,23 @@ func (c *Conn) PathManager() pm.Conn { return c.pmc }
 // emit queues an event for the path manager.
 func (c *Conn) emit(e pm.Event) { c.queueEvent(connEvent{ev: e}) }
 
+// maxQueuedSignals bounds the peer's signals waiting for the path manager
+// on one connection. Our own events (subflows opened and closed) are
+// bounded by the subflows and always queue.
+const maxQueuedSignals = 256
+
+func (c *Conn) countDroppedSignal(s *subflow.Signal) {
+	mib := c.s.reg.MIB()
+	switch s.Kind {
+	case subflow.PeerAnnounced:
+		mib.Inc(subflow.AddAddrDrop)
+	case subflow.PeerRemoved:
+		mib.Inc(subflow.RmAddrDrop)
+	default:
+		mib.Inc(subflow.SignalDrop)
+	}
+}
+
 func (c *Conn) queueEvent(e connEvent) {
 	if c.pmc == nil { // plain TCP: no path manager
 		return
@@ -62,6 +79,15 @@ func (c *Conn) queueEvent(e connEvent) {
 	c.evMu.Lock()
 	if c.evClosed {
 		c.evMu.Unlock()
+		return
+	}
+	if e.sig != nil && len(c.evQ)+len(c.evHeld) >= maxQueuedSignals {
+		// A storm of the peer's signals (REMOVE_ADDR and MP_PRIO need no
+		// HMAC) faster than the path manager takes them: what does not
+		// fit is dropped and counted, as Linux drops what its PM cannot
+		// take, so a remote party cannot grow the queue without bound.
+		c.evMu.Unlock()
+		c.countDroppedSignal(e.sig)
 		return
 	}
 	switch {

@@ -361,7 +361,11 @@ func (c *Conn) pathEnded(p *path, err error) {
 	c.rmu.Lock()
 	peerReset := isReset(c.rerr)
 	c.rmu.Unlock()
-	if !peerReset && !c.ending() {
+	wasEnding := c.ending()
+	c.pmu.Lock()
+	c.pathsClosed = true // the connection is lost: no subflow is opened again for it
+	c.pmu.Unlock()
+	if !peerReset && !wasEnding {
 		// The connection dies with its last subflow; a peer that did not
 		// reset them itself must hear of it (subflow.Farewell).
 		c.eachPath(func(p *path) {

@@ -37,6 +37,7 @@ type rstState struct {
 	// connection's last subflow, so our next RST on it carries
 	// MP_FASTCLOSE (see Farewell); farewell: that MP_FASTCLOSE went out.
 	farewellDue, farewell bool
+	farewellCounted       bool // MPFastcloseTx counted for the farewell (once, whichever RST the peer takes)
 }
 
 // Farewell tells the peer that the connection is gone, when the stack lost
@@ -60,7 +61,10 @@ func (s *Subflow) Farewell() bool {
 	if l == nil || s.st != stateEstablished || s.fb.on || !s.rst.plain || s.rst.farewell || !s.view.ackSent {
 		return false
 	}
-	s.rst.farewell = true
+	// Not marked sent: if neither guess is the peer's RCV.NXT, the peer
+	// answers with a challenge ACK, and gVisor's RST in reply carries the
+	// farewell again, at the exact number.
+	s.rst.farewellDue = true
 	var buf [maxTCPOptions]byte
 	fc := option.MPFastclose{Key: s.meta.remoteKey}
 	o := fc.Append(buf[:0])
@@ -70,9 +74,18 @@ func (s *Subflow) Farewell() bool {
 	if s.view.sndNxt != s.view.sndUna {
 		l.writeSegment(s.tuple, s.view.sndNxt, s.view.rcvNxt, header.TCPFlagRst|header.TCPFlagAck, 0, o)
 	}
-	s.reg.mib.Inc(MPFastcloseTx) // once: the peer takes at most one of them
-	s.reg.mib.Inc(MPRstTx)
+	s.countFarewellLocked()
 	return true
+}
+
+// countFarewellLocked counts the farewell once, as the peer takes at most
+// one of its RSTs.
+func (s *Subflow) countFarewellLocked() {
+	if !s.rst.farewellCounted {
+		s.rst.farewellCounted = true
+		s.reg.mib.Inc(MPFastcloseTx)
+		s.reg.mib.Inc(MPRstTx)
+	}
 }
 
 // SetResetReason records why the stack is about to reset the subflow
@@ -123,8 +136,7 @@ func (s *Subflow) rstOptionsLocked(dst []byte) []byte {
 		dst = fc.Append(dst)
 		r := option.TCPRST{Reason: option.ReasonUnspecified}
 		dst = r.Append(dst)
-		s.reg.mib.Inc(MPFastcloseTx)
-		s.reg.mib.Inc(MPRstTx)
+		s.countFarewellLocked()
 		return dst
 	}
 	if s.rst.sent != 0 || s.rst.plain {

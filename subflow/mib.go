@@ -76,6 +76,7 @@ const (
 
 	SynFloodFallback    // ours: a SYN answered without MPTCP state: too many handshakes pending
 	JoinHalfOpenEvicted // ours: a half-open join dropped for a newer one of the same connection
+	SignalDrop          // ours: an echo or MP_PRIO dropped: too many of the peer's signals queued
 	numCounters
 )
 
@@ -139,6 +140,7 @@ var counterNames = [numCounters]string{
 	InvalidRst:              "TcpExtTCPInvalidRst",
 	SynFloodFallback:        "SynFloodFallback",
 	JoinHalfOpenEvicted:     "JoinHalfOpenEvicted",
+	SignalDrop:              "SignalDrop",
 }
 
 // MIBPrefix starts every counter's name as nstat prints it.

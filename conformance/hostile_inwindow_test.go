@@ -48,17 +48,9 @@ func TestUmptcpKernelHostileInWindow(t *testing.T) {
 // if both ends agree: both saw every byte intact and no error, or both got
 // an error. Otherwise it says how they disagree.
 func (p *pacedTransfer) agree(timeout time.Duration) string {
-	p.stopOnce.Do(func() { close(p.stop) })
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		p.abort()
-		<-done
+	if !p.stopAndWait(timeout) {
 		return fmt.Sprintf("stalled: not finished within %v (%s)", timeout, p.outcome())
 	}
-	p.cancelAbt()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// Each end's verdict: it failed if any of its calls did.

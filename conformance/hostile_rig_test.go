@@ -258,20 +258,29 @@ func (p *pacedTransfer) err() error {
 	return p.first
 }
 
-// finish stops the senders and waits (at most timeout) for everything to
-// arrive, then compares.
-func (p *pacedTransfer) finish(timeout time.Duration) error {
+// stopAndWait stops the senders and waits at most timeout for both ends
+// to finish; a transfer that stalls is aborted, and it reports false.
+func (p *pacedTransfer) stopAndWait(timeout time.Duration) bool {
 	p.stopOnce.Do(func() { close(p.stop) })
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		p.cancelAbt()
+		return true
 	case <-time.After(timeout):
 		p.abort()
 		<-done
+		return false
+	}
+}
+
+// finish stops the senders and waits (at most timeout) for everything to
+// arrive, then compares.
+func (p *pacedTransfer) finish(timeout time.Duration) error {
+	if !p.stopAndWait(timeout) {
 		return fmt.Errorf("transfer did not finish within %v (stalled); errors: %v", timeout, p.outcome())
 	}
-	p.cancelAbt()
 	if err := errors.Join(p.errs[:]...); err != nil {
 		return fmt.Errorf("%w (%s)", err, p.outcome())
 	}

@@ -392,8 +392,12 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 		if l.reg.localOnly != nil && !l.reg.isLocal(netip.AddrFrom4([4]byte(b[16:20]))) {
 			return nil, true // never forward: see Registry.SetAddresses
 		}
-		if h.Protocol() != uint8(header.TCPProtocolNumber) || h.More() || h.FragmentOffset() != 0 {
+		if h.Protocol() != uint8(header.TCPProtocolNumber) {
 			return nil, false
+		}
+		if h.More() || h.FragmentOffset() != 0 {
+			l.reg.mib.Inc(TCPFragmentDrop) // see fragmentedTCP
+			return nil, true
 		}
 		ipLen = int(h.HeaderLength())
 		if t := int(h.TotalLength()); t < total {
@@ -407,7 +411,11 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 		if l.reg.localOnly != nil && !l.reg.isLocal(netip.AddrFrom16([16]byte(b[24:40]))) {
 			return nil, true
 		}
-		if header.IPv6(b).NextHeader() != uint8(header.TCPProtocolNumber) {
+		if next := header.IPv6(b).NextHeader(); next != uint8(header.TCPProtocolNumber) {
+			if isIPv6ExtensionHeader(next) && carriesTCP(data, next) {
+				l.reg.mib.Inc(TCPFragmentDrop) // see fragmentedTCP
+				return nil, true
+			}
 			return nil, false
 		}
 		ipLen = header.IPv6MinimumSize
@@ -503,6 +511,48 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 		}
 	}
 	return nil, false
+}
+
+// fragmentedTCP: TCP never needs IP fragments (it sizes segments to the
+// path MTU and sets DF), and IPv6 TCP behind extension headers is as rare.
+// The layer reads neither: gVisor would reassemble the fragments, or skip
+// the headers, and hand TCP a segment whose MPTCP options no one checked
+// (its data could enter a subflow's stream with no mapping). So such
+// packets are dropped and counted (TCPFragmentDrop), on every connection,
+// since a fragment does not say which connection it belongs to.
+
+// isIPv6ExtensionHeader reports whether next is an IPv6 extension header
+// that may come before a transport header.
+func isIPv6ExtensionHeader(next uint8) bool {
+	switch next {
+	case 0, 43, 44, 60, 51: // hop-by-hop, routing, fragment, destination options, AH
+		return true
+	}
+	return false
+}
+
+// carriesTCP follows the extension headers of the IPv6 packet in data,
+// starting with next, and reports whether they end in TCP (a fragment
+// header's next header counts: a first fragment of TCP).
+func carriesTCP(data stack.PacketData, next uint8) bool {
+	off := header.IPv6MinimumSize
+	for i := 0; i < 8 && isIPv6ExtensionHeader(next); i++ {
+		b, ok := data.PullUp(off + 8)
+		if !ok {
+			return false
+		}
+		h := b[off:]
+		n := (int(h[1]) + 1) * 8
+		switch next {
+		case 44:
+			n = 8 // fragment header: fixed size
+		case 51:
+			n = (int(h[1]) + 2) * 4 // AH counts 4-byte words, less 2
+		}
+		next = h[0]
+		off += n
+	}
+	return next == uint8(header.TCPProtocolNumber)
 }
 
 // mpJoinAckLen is the size of MP_JOIN's third-ACK form (RFC 8684 §3.2).

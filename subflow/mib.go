@@ -77,6 +77,7 @@ const (
 	SynFloodFallback    // ours: a SYN answered without MPTCP state: too many handshakes pending
 	JoinHalfOpenEvicted // ours: a half-open join dropped for a newer one of the same connection
 	SignalDrop          // ours: an echo or MP_PRIO dropped: too many of the peer's signals queued
+	TCPFragmentDrop     // ours: TCP in IP fragments or behind IPv6 extension headers, dropped (layer.go)
 	numCounters
 )
 
@@ -141,6 +142,7 @@ var counterNames = [numCounters]string{
 	SynFloodFallback:        "SynFloodFallback",
 	JoinHalfOpenEvicted:     "JoinHalfOpenEvicted",
 	SignalDrop:              "SignalDrop",
+	TCPFragmentDrop:         "TCPFragmentDrop",
 }
 
 // MIBPrefix starts every counter's name as nstat prints it.

@@ -121,9 +121,11 @@ func TestUmptcpKernelFastcloseFromKernel(t *testing.T) {
 					require.True(t, ok, "kernel socket is %T", kernel)
 					require.NoError(t, tc.SetLinger(0))
 				case "UnreadData":
-					_, err := ours.Write([]byte("the kernel never reads this"))
-					require.NoError(t, err)
+					// RCV.NXT before the write: read after it, the data
+					// may have arrived already, and it never moves again.
 					info0, err := KernelMPTCPInfo(kernel)
+					require.NoError(t, err)
+					_, err = ours.Write([]byte("the kernel never reads this"))
 					require.NoError(t, err)
 					if !poll(u.Ctx, fcWait, func() bool {
 						info, err := KernelMPTCPInfo(kernel)

@@ -61,7 +61,8 @@ func heapInUse() uint64 {
 // kernel client (the token is on the wire). Meanwhile the kernel's
 // connection must go on intact, the kernel's join of it (an endpoint added
 // during the flood) must become a subflow, and a new kernel connection must
-// connect and carry data (as plain TCP while our handshake table is full).
+// connect and carry data (as plain TCP while our handshake table is full),
+// and a kernel connection made once the flood has stopped must be MPTCP.
 // The state the flood leaves is bounded: the Go heap's growth is logged
 // and must stay under floodHeapBound.
 func TestUmptcpKernelSynFlood(t *testing.T) {
@@ -161,6 +162,19 @@ func TestUmptcpKernelSynFlood(t *testing.T) {
 		require.NoError(t, <-errs)
 	}
 	require.True(t, ours.MultipathTCP(), "the flooded connection fell back: %s", ours.FallbackReason())
+
+	// Once the flood has stopped for StaleHandshake, a new kernel
+	// connection gets MPTCP again.
+	time.Sleep(subflow.StaleHandshake + 200*time.Millisecond)
+	kernel3, err := DialMPTCP(u.Ctx, u.NS, "tcp", u.stackAddr())
+	require.NoError(t, err, "kernel dial after the flood")
+	Track(t, kernel3)
+	ours3 := accept()
+	require.True(t, ours3.MultipathTCP(), "a connection after the flood: %s", ours3.FallbackReason())
+	mp, err := KernelMultipathTCP(kernel3)
+	require.NoError(t, err)
+	require.True(t, mp, "the kernel's view of the connection after the flood")
+	require.NoError(t, Exchange(ctx, ours3, kernel3, ExchangeOptions{AtoB: 1 << 20, BtoA: 1 << 20}))
 	requireNothingRejected(t, u.stack)
 }
 

@@ -59,7 +59,7 @@ func FuzzLayerInbound(f *testing.F) {
 		reg := NewRegistry(false)
 		reg.Listen(fuzzLocal.Port())
 		l := NewLayer(channel.New(4, 1500, ""), reg)
-		sf := reg.acceptSYN(Tuple{Local: fuzzLocal, Remote: fuzzRemote}, false)
+		sf, _ := reg.acceptSYN(Tuple{Local: fuzzLocal, Remote: fuzzRemote}, false)
 		sf.mu.Lock()
 		sf.irs, sf.irsOK, sf.iss, sf.issOK = 100, true, 0, true
 		sf.meta.setRemoteKey(42, 1000)

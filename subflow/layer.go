@@ -444,8 +444,8 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 	sf := l.reg.Lookup(t)
 	flags := seg.tcp.Flags()
 	isSyn := flags.Contains(header.TCPFlagSyn) && !flags.Contains(header.TCPFlagAck)
-	if sf == nil && !isSyn && tcpLen-header.TCPMinimumSize < mpJoinAckLen {
-		return nil, false // not ours: plain TCP (or a third ACK of a join we forgot: too short for one)
+	if sf == nil && !isSyn && tcpLen-header.TCPMinimumSize < mpcAckLen {
+		return nil, false // not ours: plain TCP (too short for the third ACK of a handshake we forgot)
 	}
 	if !pkt.RXChecksumValidated && !seg.checksumValid(data, ipLen+tcpLen, total) {
 		// gVisor would drop it too; nothing it says is looked at.
@@ -465,7 +465,11 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 	if sf == nil && isSyn && perr == nil {
 		switch {
 		case set.Has(option.SubtypeMPCapable) && set.MPCapable.Form == option.MPCSyn && set.MPCapable.Version == 1:
-			sf = l.reg.acceptSYN(t, set.MPCapable.Flags&option.FlagChecksum != 0)
+			var evicted *Subflow
+			sf, evicted = l.reg.acceptSYN(t, set.MPCapable.Flags&option.FlagChecksum != 0)
+			if evicted != nil {
+				evicted.Close() // its third ACK, if any, is reset below
+			}
 		case set.Has(option.SubtypeMPJoin) && set.MPJoin.Form == option.JoinSyn:
 			var v joinVerdict
 			var reason uint8
@@ -481,11 +485,13 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 		}
 	}
 	if sf == nil {
-		if !isSyn && perr == nil && set.Has(option.SubtypeMPJoin) && set.MPJoin.Form == option.JoinAck && !flags.Contains(header.TCPFlagRst) {
-			// The third ACK of a join we no longer know (evicted by a
-			// join flood, or forgotten after handshakeTimeout): gVisor
-			// would complete a handshake nobody can use.
-			l.reg.mib.Inc(MPJoinNoTokenFound)
+		if !isSyn && perr == nil && !flags.Contains(header.TCPFlagRst) && forgottenHandshake(&set) {
+			// The third ACK of a handshake we no longer know (evicted
+			// by a flood, or forgotten after handshakeTimeout): gVisor
+			// would complete a connection whose MPTCP state is gone.
+			if set.Has(option.SubtypeMPJoin) {
+				l.reg.mib.Inc(MPJoinNoTokenFound)
+			}
 			l.rejectJoin(t, seg.tcp, seg.payloadLen, option.ReasonNoResources)
 			return nil, true
 		}
@@ -555,8 +561,26 @@ func carriesTCP(data stack.PacketData, next uint8) bool {
 	return next == uint8(header.TCPProtocolNumber)
 }
 
-// mpJoinAckLen is the size of MP_JOIN's third-ACK form (RFC 8684 §3.2).
-const mpJoinAckLen = 4 + option.MPJoinHMACLen
+// mpcAckLen is the size of MP_CAPABLE's third-ACK form, the shortest
+// option of a third ACK (MP_JOIN's is 24 bytes).
+const mpcAckLen = 20
+
+// forgottenHandshake reports whether a segment of a tuple the registry does
+// not know carries the options of a third ACK (or of the first data) of an
+// MPTCP handshake, which only a handshake we answered can produce.
+func forgottenHandshake(set *option.Set) bool {
+	if set.Has(option.SubtypeMPJoin) && set.MPJoin.Form == option.JoinAck {
+		return true
+	}
+	if !set.Has(option.SubtypeMPCapable) {
+		return false
+	}
+	switch set.MPCapable.Form {
+	case option.MPCAck, option.MPCAckData, option.MPCAckDataCsum:
+		return true
+	}
+	return false
+}
 
 // rejectJoin answers a SYN with MP_JOIN that cannot join anything with a
 // RST carrying MP_TCPRST (RFC 8684 §3.6); gVisor never sees the SYN.

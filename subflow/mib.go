@@ -78,6 +78,7 @@ const (
 	JoinHalfOpenEvicted // ours: a half-open join dropped for a newer one of the same connection
 	SignalDrop          // ours: an echo or MP_PRIO dropped: too many of the peer's signals queued
 	TCPFragmentDrop     // ours: TCP in IP fragments or behind IPv6 extension headers, dropped (layer.go)
+	HandshakeEvicted    // ours: a stale pending MP_CAPABLE handshake dropped for a new SYN
 	numCounters
 )
 
@@ -143,6 +144,7 @@ var counterNames = [numCounters]string{
 	JoinHalfOpenEvicted:     "JoinHalfOpenEvicted",
 	SignalDrop:              "SignalDrop",
 	TCPFragmentDrop:         "TCPFragmentDrop",
+	HandshakeEvicted:        "HandshakeEvicted",
 }
 
 // MIBPrefix starts every counter's name as nstat prints it.

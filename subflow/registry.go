@@ -29,6 +29,9 @@ type Registry struct {
 
 	mib MIB
 
+	// pendingQ lists them, oldest first, with some that completed since
+	// (pruned when it matters); guarded by mu.
+	pendingQ []*Subflow
 	// pending counts the MP_CAPABLE handshakes of new connections waiting
 	// for their third ACK: bounded, so that a SYN flood cannot grow it.
 	// (Half-open joins are bounded per connection: Meta.halfOpen.)
@@ -268,37 +271,52 @@ func (r *Registry) claimDial(t Tuple) *Subflow {
 }
 
 // acceptSYN creates the server subflow for a SYN with MP_CAPABLE v1 to a
-// listening port.
-func (r *Registry) acceptSYN(t Tuple, peerWantsChecksum bool) *Subflow {
+// listening port. When MaxPendingHandshakes are waiting already, the
+// oldest goes if it has waited StaleHandshake (a genuine handshake takes a
+// round trip; one that waited that long is most likely a flood's), and it
+// is returned as evicted for the caller to close outside the lock;
+// otherwise the SYN gets no state: gVisor answers it as plain TCP (with a
+// SYN cookie once its own backlog is full), so a genuine client still
+// connects, without MPTCP. So while a flood lasts new connections fall
+// back, and once it stops they get MPTCP again within StaleHandshake.
+func (r *Registry) acceptSYN(t Tuple, peerWantsChecksum bool) (s, evicted *Subflow) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s := r.flows[t]; s != nil {
-		return s // a retransmitted SYN
+		return s, nil // a retransmitted SYN
 	}
 	if !r.listening[t.Local.Port()] {
-		return nil
+		return nil, nil
 	}
 	if r.pending.Load() >= MaxPendingHandshakes {
-		// A SYN flood: no state for this SYN. gVisor answers it as plain
-		// TCP (with a SYN cookie once its own backlog is full), so a
-		// genuine client still connects, without MPTCP.
-		r.mib.Inc(SynFloodFallback)
-		return nil
+		r.pendingQ = pruneHalfOpen(r.pendingQ)
+		if len(r.pendingQ) == 0 || time.Since(r.pendingQ[0].born) < StaleHandshake {
+			r.mib.Inc(SynFloodFallback)
+			return nil, nil
+		}
+		evicted = r.pendingQ[0]
+		r.pendingQ = append(r.pendingQ[:0], r.pendingQ[1:]...)
+		r.mib.Inc(HandshakeEvicted)
 	}
 	m, err := r.newMetaLocked()
 	if err != nil {
-		return nil // answered as plain TCP: fallback
+		return nil, evicted // answered as plain TCP: fallback
 	}
 	if peerWantsChecksum {
 		m.checksum.Store(true)
 	}
 	m.initialLocal = t.Local.Addr()
 	r.mib.Inc(MPCapableSYNRX)
-	s := newSubflow(r, t, Server, m)
+	s = newSubflow(r, t, Server, m)
 	s.st = stateSynReceived
+	s.born = time.Now()
 	r.flows[t] = s
 	s.forgetIfStuck()
-	return s
+	if len(r.pendingQ) >= 2*MaxPendingHandshakes {
+		r.pendingQ = pruneHalfOpen(r.pendingQ) // those done meanwhile
+	}
+	r.pendingQ = append(r.pendingQ, s)
+	return s, evicted
 }
 
 // joinVerdict is the answer to a SYN with MP_JOIN.
@@ -365,7 +383,7 @@ func (r *Registry) acceptJoin(t Tuple, j *option.MPJoin) (s *Subflow, v joinVerd
 	return s, joinAccepted, 0, evicted
 }
 
-// pruneHalfOpen drops the joins that left their handshake.
+// pruneHalfOpen drops the subflows that left their handshake.
 func pruneHalfOpen(l []*Subflow) []*Subflow {
 	out := l[:0]
 	for _, s := range l {
@@ -387,6 +405,9 @@ const (
 	// completes in one round trip; under a flood of R SYNs/s it survives
 	// eviction for MaxHalfOpenJoins/R seconds (13 ms at 5 000/s).
 	MaxHalfOpenJoins = 64
+	// StaleHandshake is how long a pending handshake of a new connection
+	// is kept, once the table is full, before a new SYN may take its place.
+	StaleHandshake = 3 * time.Second
 )
 
 // forgetIfStuck forgets a server handshake that never completes (a lost

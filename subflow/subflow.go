@@ -52,6 +52,7 @@ type Subflow struct {
 	out     atomic.Pointer[Layer]
 	adopted atomic.Bool // a connection owns it (see Adopt)
 	pending atomic.Bool // a server handshake waiting for its third ACK (Registry.pending)
+	born    time.Time   // server: when its SYN arrived (set at creation)
 
 	// established is closed when the subflow leaves the handshake: MPTCP
 	// in use, fallen back, or (a join) failed.

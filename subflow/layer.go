@@ -498,10 +498,11 @@ func (l *Layer) inspectIn(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBu
 		return nil, false
 	}
 	sf.out.CompareAndSwap(nil, l)
-	if act, drop := sf.accepts(seg.tcp, seg.payloadLen); !act {
-		return nil, drop // TCP does not accept it: no MPTCP signal in it counts
+	v := sf.receive(seg.tcp, seg.payloadLen, &set, perr)
+	switch v {
+	case ignore, ignoreDrop:
+		return nil, v == ignoreDrop // TCP does not accept it: no MPTCP signal in it counts
 	}
-	v := sf.inbound(seg.tcp, seg.payloadLen, &set, perr)
 	if perr == nil && set.Has(option.SubtypeMPFastclose) {
 		sf.fastcloseIn(&set.MPFastclose, flags.Contains(header.TCPFlagRst)) // before gVisor sees the segment
 	}

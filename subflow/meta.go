@@ -45,9 +45,9 @@ type Meta struct {
 
 	// rxMu orders the peer's mappings against its DATA_FIN across
 	// subflows (datafin.go): rxMapped is one past the highest DSN any
-	// mapping of the peer's covered.
+	// mapping of the peer's covered (written under rxMu, read without).
 	rxMu     sync.Mutex
-	rxMapped uint64
+	rxMapped atomic.Uint64
 	perr     protoErrHook // a data-level protocol error ends the connection (datafin.go)
 
 	// joined is set once a subflow joined (MP_JOIN): from then on the

@@ -289,7 +289,7 @@ func (r *Registry) acceptSYN(t Tuple, peerWantsChecksum bool) (s, evicted *Subfl
 		return nil, nil
 	}
 	if r.pending.Load() >= MaxPendingHandshakes {
-		r.pendingQ = pruneHalfOpen(r.pendingQ)
+		r.pendingQ = stillPending(r.pendingQ)
 		if len(r.pendingQ) == 0 || time.Since(r.pendingQ[0].born) < StaleHandshake {
 			r.mib.Inc(SynFloodFallback)
 			return nil, nil
@@ -313,7 +313,7 @@ func (r *Registry) acceptSYN(t Tuple, peerWantsChecksum bool) (s, evicted *Subfl
 	r.flows[t] = s
 	s.forgetIfStuck()
 	if len(r.pendingQ) >= 2*MaxPendingHandshakes {
-		r.pendingQ = pruneHalfOpen(r.pendingQ) // those done meanwhile
+		r.pendingQ = stillPending(r.pendingQ) // those done meanwhile
 	}
 	r.pendingQ = append(r.pendingQ, s)
 	return s, evicted
@@ -360,7 +360,7 @@ func (r *Registry) acceptJoin(t Tuple, j *option.MPJoin) (s *Subflow, v joinVerd
 		r.mib.Inc(MPJoinNoTokenFound)
 		return nil, joinRejected, option.ReasonMPTCPError, nil
 	}
-	m.halfOpen = pruneHalfOpen(m.halfOpen)
+	m.halfOpen = stillPending(m.halfOpen)
 	if !m.canAck.Load() || int(m.subflows.Load())-len(m.halfOpen) >= r.maxSubflows {
 		r.mib.Inc(MPJoinRejected)
 		return nil, joinRejected, option.ReasonAdminProhibited, nil
@@ -383,8 +383,8 @@ func (r *Registry) acceptJoin(t Tuple, j *option.MPJoin) (s *Subflow, v joinVerd
 	return s, joinAccepted, 0, evicted
 }
 
-// pruneHalfOpen drops the subflows that left their handshake.
-func pruneHalfOpen(l []*Subflow) []*Subflow {
+// stillPending keeps, in order, the subflows still waiting for their third ACK.
+func stillPending(l []*Subflow) []*Subflow {
 	out := l[:0]
 	for _, s := range l {
 		if s.pending.Load() {

@@ -554,21 +554,23 @@ func (s *Subflow) noteLast(h header.TCP, next uint32) {
 type verdict uint8
 
 const (
-	pass  verdict = iota // to gVisor as it is
-	drop                 // never reaches gVisor (TCP retransmits it)
-	reset                // reaches gVisor as a RST: a join failed, gVisor's endpoint must end too
+	pass       verdict = iota // to gVisor as it is
+	drop                      // never reaches gVisor (TCP retransmits it)
+	reset                     // reaches gVisor as a RST: a join failed, gVisor's endpoint must end too
+	ignore                    // TCP does not accept it: to gVisor, none of its options acted on (receive)
+	ignoreDrop                // as ignore, but it never reaches gVisor (receive)
 )
 
-// inbound applies the MPTCP options of a segment that arrived on this
+// inboundLocked applies the MPTCP options of a segment that arrived on this
 // subflow, before gVisor sees the segment. On an MPTCP subflow, segments
 // with malformed MPTCP options, or data that no mapping covers (§3.3: data
 // without a mapping cannot be placed), are dropped. A join whose handshake
 // fails (no MP_JOIN, a wrong HMAC) is reset.
-func (s *Subflow) inbound(h header.TCP, payloadLen int, set *option.Set, parseErr error) verdict {
+// The layer calls it through receive, which first checks that TCP accepts
+// the segment; it runs with s.mu held.
+func (s *Subflow) inboundLocked(h header.TCP, payloadLen int, set *option.Set, parseErr error) verdict {
 	flags := h.Flags()
 	seq := h.SequenceNumber()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.counters.SegmentsIn++
 	s.counters.BytesIn += uint64(payloadLen)
 	s.lastWnd = h.WindowSize()

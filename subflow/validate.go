@@ -1,6 +1,9 @@
 package subflow
 
-import "gvisor.dev/gvisor/pkg/tcpip/header"
+import (
+	"github.com/umptcp/umptcp/option"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
 
 // The layer sees a segment before gVisor's TCP does, but the segment's
 // MPTCP signals may take effect only if TCP accepts it (Linux parses them
@@ -257,30 +260,30 @@ func (v *tcpView) rstAcceptable(seq uint32) (Counter, bool) {
 	return 0, true
 }
 
-// accepts decides whether the layer may act on an inbound segment's MPTCP
-// options (act), counting the segments it may not, and whether a segment
-// it may not act on must not reach gVisor either (drop): one carrying data
-// or a FIN that gVisor might take although TCP must not. gVisor takes
-// data whatever the segment's ACK says, and tests the window against its
-// current one, which may reach past the edge the peer was told. The data
-// would enter the subflow's stream with no mapping to place it. Old
-// segments (ending before the last ACK we sent) still reach gVisor, whose
-// duplicate ACK answers a peer that lost our ACK; so do segments without
-// data, which gVisor answers as TCP does (a challenge ACK, say).
-func (s *Subflow) accepts(h header.TCP, payloadLen int) (act, drop bool) {
+// receive is inbound for the layer: it first decides, under the same
+// lock, whether TCP accepts the segment. One it does not accept has none of
+// its MPTCP options acted on (the verdict is ignore) and is counted. It
+// must not reach gVisor either (ignoreDrop) when it carries data or a FIN
+// that gVisor might take although TCP must not: gVisor takes data whatever
+// the segment's ACK says, and tests the window against its current one,
+// which may reach past the edge the peer was told, so the data would enter
+// the subflow's stream with no mapping to place it. Old segments (ending
+// before the last ACK we sent) still reach gVisor, whose duplicate ACK
+// answers a peer that lost our ACK; so do segments without data, which
+// gVisor answers as TCP does (a challenge ACK, say).
+func (s *Subflow) receive(h header.TCP, payloadLen int, set *option.Set, parseErr error) verdict {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	why, ok := s.view.acceptable(h, payloadLen, s.peerWS)
-	old := false
-	if !ok {
-		s.counters.NotAcceptable++
-		end := h.SequenceNumber() + uint32(payloadLen)
-		old = why == InvalidSequence && s.view.ackSent && seqAfter(s.view.rcvWup, end)
-	}
-	s.mu.Unlock()
 	if ok {
-		return true, false
+		return s.inboundLocked(h, payloadLen, set, parseErr)
 	}
+	s.counters.NotAcceptable++
 	s.reg.mib.Inc(why)
-	carries := payloadLen > 0 || h.Flags().Contains(header.TCPFlagFin)
-	return false, carries && !old
+	end := h.SequenceNumber() + uint32(payloadLen)
+	old := why == InvalidSequence && s.view.ackSent && seqAfter(s.view.rcvWup, end)
+	if (payloadLen > 0 || h.Flags().Contains(header.TCPFlagFin)) && !old {
+		return ignoreDrop
+	}
+	return ignore
 }
